@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the integration tests: installs what they need (setup.sh), then pytest over tests/ against
+# real Prosody/ejabberd servers and the gateway binary ($XSG_BIN, default target/debug/...).
+# As root, pytest runs in a fresh network namespace that has only loopback, so nothing can leave
+# the machine. Extra arguments go to pytest (e.g. -k restart, -x, tests/test_component.py).
+# Exit code: pytest's; "no tests collected" (5) counts as a failure.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+
+bash "$HERE/setup.sh"
+
+XSG_BIN=${XSG_BIN:-$REPO/target/debug/xmpp-sip-gateway}
+case $XSG_BIN in /*) ;; *) XSG_BIN=$PWD/$XSG_BIN ;; esac
+if [ ! -x "$XSG_BIN" ]; then
+  echo "run.sh: gateway binary $XSG_BIN does not exist: build it with cargo build (or set XSG_BIN)" >&2
+  exit 1
+fi
+export XSG_BIN
+
+args=("$@")
+has_path=0
+for a in "$@"; do
+  case $a in -*) ;; *) [ -e "${a%%::*}" ] && has_path=1 ;; esac
+done
+[ $has_path -eq 1 ] || args+=("$HERE/tests")
+cmd=("$HERE/.venv/bin/python" -m pytest -c "$HERE/pytest.ini" --rootdir "$HERE" "${args[@]}")
+
+rc=0
+if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
+  echo "run.sh: running pytest in a new network namespace (loopback only)"
+  unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${cmd[@]}" || rc=$?
+else
+  echo "run.sh: cannot create a network namespace (needs root and unshare -n);" \
+       "running on the host's loopback instead"
+  "${cmd[@]}" || rc=$?
+fi
+if [ $rc -eq 5 ]; then
+  echo "run.sh: pytest collected no tests: failing" >&2
+  rc=1
+fi
+exit $rc

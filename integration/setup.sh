@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need. Idempotent: does nothing when everything is there.
+#  - Debian packages (apt, as root or through sudo): XMPP servers and tools used by the tests
+#  - a Python venv in integration/.venv with the pinned packages of requirements.txt
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VENV=$HERE/.venv
+REQ=$HERE/requirements.txt
+STAMP=$VENV/.requirements.sha256
+
+# prosody (+lua-event, lua-unbound: its event loop and resolver), ejabberd: the XMPP servers the
+# gateway connects to; iproute2: `ip` for the loopback-only network namespace; procps: ps/pgrep.
+APT_PACKAGES=(prosody lua-event lua-unbound ejabberd iproute2 procps)
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  APT_PACKAGES+=(python3-venv); PY=/usr/bin/python3
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing Debian packages: ${missing[*]} (needed by the integration tests)"
+  # no init system here: keep the packages' postinst scripts from starting the distro daemons
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    echo "setup.sh: creating /usr/sbin/policy-rc.d (exit 101) so apt does not start daemons"
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+  fi
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+    echo "setup.sh: apt package lists missing or older than a day: apt-get update"
+    "${SUDO[@]}" apt-get update -qq
+  fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+want=$(sha256sum < "$REQ" | cut -d' ' -f1)
+if ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+  rm -rf "$VENV"   # missing, or broken (e.g. its base Python went away)
+fi
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "setup.sh: installing Python packages into $VENV: $(grep -v '^#' "$REQ" | xargs) (needed by the integration tests)"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+  echo "$want" > "$STAMP"
+fi

@@ -1,0 +1,85 @@
+"""Fixtures: real XMPP servers and the gateway binary, always stopped at teardown. When a test
+fails, the tails of the server and gateway logs are printed in its report."""
+import pytest
+
+import harness
+from harness import Ejabberd, Gateway, Prosody, USERS
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request) -> bool:
+    return any(getattr(request.node, "rep_" + w, None) is not None
+               and getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
+
+
+def _dump(request, name, proc_like):
+    if _failed(request):
+        print(f"\n===== {name} log ({proc_like.log_path}) =====")
+        print(harness.tail(proc_like.log_text, 80))
+
+
+@pytest.fixture
+def free_port():
+    """free_port() -> a TCP port on 127.0.0.1 that is free right now."""
+    return harness.free_port
+
+
+@pytest.fixture
+def prosody(request, tmp_path):
+    """A running Prosody (prosody/test.cfg.lua) with users alice and bob. Has .stop()/.start()
+    (same ports), .c2s_port, .component_port, .log_text()."""
+    server = Prosody(tmp_path / "prosody")
+    try:
+        server.start()
+        for user, password in USERS.items():
+            server.register(user, password)
+        yield server
+    finally:
+        server.stop()
+        _dump(request, "prosody", server)
+
+
+@pytest.fixture
+def ejabberd(request, tmp_path):
+    """A running ejabberd with component gateway.xmpp.test and user alice."""
+    server = Ejabberd(tmp_path / "ejabberd")
+    try:
+        server.start()
+        server.register("alice", USERS["alice"])
+        yield server
+    finally:
+        server.stop()
+        _dump(request, "ejabberd", server)
+
+
+@pytest.fixture
+def gateway_factory(request, tmp_path):
+    """gateway_factory(component_port, secret=..., env=...) -> a started Gateway."""
+    started = []
+
+    def make(component_port, secret=harness.SECRET, env=None):
+        gw = Gateway(tmp_path / f"gateway{len(started)}", component_port, secret, env)
+        started.append(gw)
+        return gw.start()
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            if gw.proc is not None:
+                harness.terminate(gw.proc)
+            _dump(request, "gateway", gw)
+
+
+@pytest.fixture
+def gateway(prosody, gateway_factory):
+    """The gateway connected to `prosody` and healthy."""
+    gw = gateway_factory(prosody.component_port)
+    gw.wait_healthy(timeout=15)
+    return gw

@@ -1,0 +1,8 @@
+//! xmpp-sip-gateway: an XMPP external component (XEP-0114) bridging XMPP and SIP.
+//! The binary (`main.rs`) only wires these modules together.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod xmpp;

@@ -1,0 +1,130 @@
+//! Process-wide counters, shared by the drivers (which bump them) and the admin HTTP server
+//! (which reads them). Plain atomics: nothing here allocates or locks on the hot path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use crate::xmpp::stanza::Kind;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub link_up: AtomicBool,
+    /// TCP connects tried, successful or not.
+    pub connect_attempts: AtomicU64,
+    /// Links established after the first one.
+    pub reconnects: AtomicU64,
+    /// Handshakes the server refused (wrong secret, unknown component, conflict).
+    pub handshake_refusals: AtomicU64,
+    stanzas_in: [AtomicU64; 4],
+    stanzas_out: [AtomicU64; 4],
+    /// Stanzas refused because the outgoing queue was full.
+    pub queue_overflows: AtomicU64,
+}
+
+fn idx(kind: Kind) -> usize {
+    match kind {
+        Kind::Iq => 0,
+        Kind::Message => 1,
+        Kind::Presence => 2,
+        Kind::Other => 3,
+    }
+}
+
+impl Metrics {
+    pub fn stanza_in(&self, kind: Kind) {
+        self.stanzas_in[idx(kind)].fetch_add(1, Relaxed);
+    }
+    pub fn stanza_out(&self, kind: Kind) {
+        self.stanzas_out[idx(kind)].fetch_add(1, Relaxed);
+    }
+    pub fn stanzas_in(&self, kind: Kind) -> u64 {
+        self.stanzas_in[idx(kind)].load(Relaxed)
+    }
+    pub fn stanzas_out(&self, kind: Kind) -> u64 {
+        self.stanzas_out[idx(kind)].load(Relaxed)
+    }
+
+    /// Prometheus text exposition format 0.0.4. `queue_depth` is read from the queue itself.
+    pub fn render_prometheus(&self, queue_depth: usize, queue_capacity: usize) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            "xsg_component_link_up",
+            "1 while the XEP-0114 link is up",
+            u64::from(self.link_up.load(Relaxed)),
+        );
+        gauge(
+            "xsg_outgoing_queue_depth",
+            "stanzas waiting to be sent",
+            queue_depth as u64,
+        );
+        gauge(
+            "xsg_outgoing_queue_capacity",
+            "size of the outgoing stanza queue (xmpp.queue_size)",
+            queue_capacity as u64,
+        );
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "xsg_component_connect_attempts_total",
+            "TCP connects to the XMPP server tried",
+            self.connect_attempts.load(Relaxed),
+        );
+        counter(
+            "xsg_component_reconnects_total",
+            "links established after the first",
+            self.reconnects.load(Relaxed),
+        );
+        counter(
+            "xsg_component_handshake_refusals_total",
+            "handshakes the server refused",
+            self.handshake_refusals.load(Relaxed),
+        );
+        counter(
+            "xsg_outgoing_queue_overflows_total",
+            "stanzas refused because the queue was full",
+            self.queue_overflows.load(Relaxed),
+        );
+        for (name, help, f) in [
+            (
+                "xsg_stanzas_in_total",
+                "stanzas received by kind",
+                Self::stanzas_in as fn(&Self, Kind) -> u64,
+            ),
+            (
+                "xsg_stanzas_out_total",
+                "stanzas sent by kind",
+                Self::stanzas_out,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for k in Kind::ALL {
+                let _ = writeln!(s, "{name}{{kind=\"{}\"}} {}", k.label(), f(self, k));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text() {
+        let m = Metrics::default();
+        m.stanza_in(Kind::Iq);
+        m.stanza_in(Kind::Iq);
+        m.stanza_out(Kind::Presence);
+        m.connect_attempts.fetch_add(3, Relaxed);
+        let t = m.render_prometheus(2, 10);
+        assert!(t.contains("xsg_stanzas_in_total{kind=\"iq\"} 2\n"), "{t}");
+        assert!(t.contains("xsg_stanzas_out_total{kind=\"presence\"} 1\n"));
+        assert!(t.contains("xsg_component_connect_attempts_total 3\n"));
+        assert!(t.contains("xsg_component_link_up 0\n"));
+        assert!(t.contains("xsg_outgoing_queue_depth 2\n"));
+    }
+}

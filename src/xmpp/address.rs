@@ -1,0 +1,268 @@
+//! Address mapping between what a user types (a phone number, a SIP address) and the JIDs of
+//! the gateway's contacts. Owns XEP-0106 escaping and the encoded-domain convention of the
+//! Kamailio `xmpp` module (PROTOCOLS.md §6.2, §7); touches no I/O.
+//!
+//! * `+1 (555) 123-4567` → `+15551234567@gateway.example.com` (E.164 numbers stay digits)
+//! * `sip:bob@pbx.example.net` → `bob*pbx.example.net@gateway.example.com` (`*` is
+//!   `mapping.domain_separator`); characters a localpart forbids are XEP-0106-escaped.
+
+use std::fmt;
+
+/// Longest phone number accepted: E.164 allows 15 digits; PBX extensions with prefixes and
+/// DTMF-style suffixes rarely exceed 32.
+const MAX_NUMBER_DIGITS: usize = 32;
+/// RFC 7622 §3.3.1: a localpart is at most 1023 octets.
+const MAX_LOCALPART: usize = 1023;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptError {
+    Empty,
+    NotAnAddress(String),
+    TooLong,
+}
+
+impl fmt::Display for PromptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PromptError::Empty => f.write_str("empty prompt: type a phone number or a SIP address"),
+            PromptError::NotAnAddress(why) => write!(
+                f,
+                "not a phone number or SIP address ({why}); examples: +15551234567, sip:bob@pbx.example.net"
+            ),
+            PromptError::TooLong => f.write_str("address too long for a JID localpart"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AddressMapper {
+    component: String,
+    separator: char,
+}
+
+impl AddressMapper {
+    pub fn new(component: impl Into<String>, separator: char) -> Self {
+        AddressMapper {
+            component: component.into(),
+            separator,
+        }
+    }
+
+    /// XEP-0100 `jabber:iq:gateway` set: what the user typed → the JID to add or call.
+    pub fn prompt_to_jid(&self, prompt: &str) -> Result<String, PromptError> {
+        let p = prompt.trim();
+        if p.is_empty() {
+            return Err(PromptError::Empty);
+        }
+        let lower = p.to_ascii_lowercase();
+        let (rest, scheme_tel) = if lower.starts_with("tel:") {
+            (&p[4..], true)
+        } else if lower.starts_with("sips:") {
+            (&p[5..], false)
+        } else if lower.starts_with("sip:") {
+            (&p[4..], false)
+        } else {
+            (p, false)
+        };
+        let local = if let Some(number) = phone_number(strip_params(rest)) {
+            number
+        } else if scheme_tel {
+            return Err(PromptError::NotAnAddress(
+                "a tel: URI must hold a number".into(),
+            ));
+        } else if let Some((user, host)) = rest.split_once('@') {
+            let host = strip_params(host).to_ascii_lowercase();
+            if !valid_host(&host) {
+                return Err(PromptError::NotAnAddress(format!("`{host}` is not a host")));
+            }
+            let user = percent_decode(user)
+                .ok_or_else(|| PromptError::NotAnAddress("bad %-escape in the user part".into()))?;
+            if user.is_empty() {
+                return Err(PromptError::NotAnAddress("the user part is empty".into()));
+            }
+            let user = phone_number(&user).unwrap_or(user);
+            format!(
+                "{}{}{}",
+                escape_localpart(&user),
+                self.separator,
+                escape_localpart(&host)
+            )
+        } else {
+            return Err(PromptError::NotAnAddress(
+                "neither digits nor user@host".into(),
+            ));
+        };
+        if local.len() > MAX_LOCALPART {
+            return Err(PromptError::TooLong);
+        }
+        Ok(format!("{local}@{}", self.component))
+    }
+}
+
+/// Drops `;params` and `?headers` from a URI part.
+fn strip_params(s: &str) -> &str {
+    s.split([';', '?']).next().unwrap_or("")
+}
+
+/// A dialable number with visual separators removed (RFC 3966 §5.1.1 lists `-.()` and space),
+/// keeping a leading `+`. `None` if it holds anything else.
+fn phone_number(s: &str) -> Option<String> {
+    let s = s.trim();
+    let (plus, digits) = match s.strip_prefix('+') {
+        Some(d) => ("+", d),
+        None => ("", s),
+    };
+    let mut out = String::from(plus);
+    for c in digits.chars() {
+        match c {
+            '0'..='9' => out.push(c),
+            ' ' | '-' | '.' | '(' | ')' | '/' => {}
+            _ => return None,
+        }
+    }
+    let n = out.len() - plus.len();
+    (n > 0 && n <= MAX_NUMBER_DIGITS).then_some(out)
+}
+
+fn valid_host(h: &str) -> bool {
+    let h = h.split(':').next().unwrap_or("");
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// XEP-0106 §4.2: escapes the characters a localpart may not hold (and `\` itself, so the
+/// mapping can be reversed).
+pub fn escape_localpart(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' ' => out.push_str("\\20"),
+            '"' => out.push_str("\\22"),
+            '&' => out.push_str("\\26"),
+            '\'' => out.push_str("\\27"),
+            '/' => out.push_str("\\2f"),
+            ':' => out.push_str("\\3a"),
+            '<' => out.push_str("\\3c"),
+            '>' => out.push_str("\\3e"),
+            '@' => out.push_str("\\40"),
+            '\\' => out.push_str("\\5c"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m() -> AddressMapper {
+        AddressMapper::new("gateway.example.com", '*')
+    }
+
+    #[test]
+    fn phone_numbers() {
+        assert_eq!(
+            m().prompt_to_jid("+1 (555) 123-4567").unwrap(),
+            "+15551234567@gateway.example.com"
+        );
+        assert_eq!(
+            m().prompt_to_jid("tel:+44.20.7946.0018").unwrap(),
+            "+442079460018@gateway.example.com"
+        );
+        assert_eq!(m().prompt_to_jid("100").unwrap(), "100@gateway.example.com");
+        assert_eq!(
+            m().prompt_to_jid("sip:+15551234567@pbx.example.net;user=phone")
+                .unwrap(),
+            "+15551234567*pbx.example.net@gateway.example.com"
+        );
+    }
+
+    #[test]
+    fn sip_addresses() {
+        assert_eq!(
+            m().prompt_to_jid("sip:bob@pbx.example.net").unwrap(),
+            "bob*pbx.example.net@gateway.example.com"
+        );
+        assert_eq!(
+            m().prompt_to_jid("bob@PBX.example.net;transport=tcp")
+                .unwrap(),
+            "bob*pbx.example.net@gateway.example.com"
+        );
+        assert_eq!(
+            m().prompt_to_jid("sip:o'malley@sip.example").unwrap(),
+            "o\\27malley*sip.example@gateway.example.com"
+        );
+        assert_eq!(
+            m().prompt_to_jid("sip:f%C3%BC@sip.example").unwrap(),
+            "fü*sip.example@gateway.example.com"
+        );
+        assert_eq!(
+            m().prompt_to_jid("sip:bob@pbx.example.net:5080").unwrap(),
+            "bob*pbx.example.net\\3a5080@gateway.example.com"
+        );
+        let pct = AddressMapper::new("gw.example.com", '%');
+        assert_eq!(
+            pct.prompt_to_jid("bob@pbx.example.net").unwrap(),
+            "bob%pbx.example.net@gw.example.com"
+        );
+    }
+
+    #[test]
+    fn rejects() {
+        assert_eq!(m().prompt_to_jid("  "), Err(PromptError::Empty));
+        assert!(matches!(
+            m().prompt_to_jid("hello"),
+            Err(PromptError::NotAnAddress(_))
+        ));
+        assert!(matches!(
+            m().prompt_to_jid("tel:abc"),
+            Err(PromptError::NotAnAddress(_))
+        ));
+        assert!(matches!(
+            m().prompt_to_jid("bob@"),
+            Err(PromptError::NotAnAddress(_))
+        ));
+        assert!(matches!(
+            m().prompt_to_jid("@host.example"),
+            Err(PromptError::NotAnAddress(_))
+        ));
+        assert!(matches!(
+            m().prompt_to_jid("a%zz@host.example"),
+            Err(PromptError::NotAnAddress(_))
+        ));
+        assert!(matches!(
+            m().prompt_to_jid("bob@bad host"),
+            Err(PromptError::NotAnAddress(_))
+        ));
+        assert_eq!(
+            m().prompt_to_jid(&format!("{}@h.example", "a".repeat(2000))),
+            Err(PromptError::TooLong)
+        );
+        // multi-byte input must not panic on slicing
+        assert!(m().prompt_to_jid("ü%").is_err());
+        assert!(m().prompt_to_jid("%ü@h.example").is_err());
+    }
+}
