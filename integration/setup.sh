@@ -31,12 +31,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
     "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
   fi
-  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
-    echo "setup.sh: apt package lists missing or older than a day: apt-get update"
-    "${SUDO[@]}" apt-get update -qq
-  fi
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_update() { echo "setup.sh: apt-get update"; "${SUDO[@]}" apt-get update -qq; }
+  apt_install() {
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  }
+  # package lists missing or more than a day old: refresh first
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ] \
+    || apt_update
+  apt_install || { echo "setup.sh: apt-get install failed; refreshing the package lists and retrying"
+                   apt_update; apt_install; }
 fi
 
 want=$(sha256sum < "$REQ" | cut -d' ' -f1)

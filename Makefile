@@ -1,0 +1,45 @@
+# xmpp-sip-gateway. Every target installs what it needs (Debian packages through apt-get,
+# as root or through sudo; a Python venv under integration/.venv) and says so.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/debug/xmpp-sip-gateway
+
+.PHONY: all build release test unit integration lint bench demo run clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+release:
+	$(CARGO) build --locked --release
+
+## Unit tests, then the integration suite against real Prosody and ejabberd.
+test: unit integration
+
+unit:
+	$(CARGO) test --locked
+
+integration: build
+	XSG_BIN=$(CURDIR)/$(BIN) bash integration/run.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
+bench:
+	$(CARGO) bench --locked --bench router
+
+## A local Prosody plus the gateway, and a scripted XMPP user that talks to it.
+demo: build
+	XSG_BIN=$(CURDIR)/$(BIN) bash integration/demo.sh
+
+## The gateway with ./component.toml (copy component.toml.example first).
+run:
+	@test -f component.toml || { echo "make run: no component.toml here; start from: cp component.toml.example component.toml"; exit 64; }
+	$(CARGO) run --locked --release -- --config component.toml
+
+clean:
+	$(CARGO) clean
+	rm -rf integration/.venv
