@@ -14,7 +14,11 @@ const GATEWAY: &str = "<iq xmlns='jabber:component:accept' type='set' id='g1' fr
 fn bench(c: &mut Criterion) {
     let router = Router::new("gateway.example.com", '*');
     let mut out = Vec::with_capacity(4);
-    for (name, xml) in [("disco_info", DISCO), ("ping", PING), ("iq_gateway", GATEWAY)] {
+    for (name, xml) in [
+        ("disco_info", DISCO),
+        ("ping", PING),
+        ("iq_gateway", GATEWAY),
+    ] {
         let el: Element = xml.parse().expect("fixture parses");
         c.bench_function(&format!("route/{name}"), |b| {
             b.iter(|| {

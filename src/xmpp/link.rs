@@ -123,6 +123,8 @@ pub enum LinkError {
     Unexpected(String),
     #[error("XMPP server closed the stream")]
     Closed,
+    #[error("connection to the XMPP server lost (server stopped or restarted?): {0}")]
+    Dropped(std::io::Error),
     #[error("I/O error on the component link: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -153,6 +155,7 @@ impl LinkError {
     fn key(&self) -> String {
         match self {
             LinkError::Connect { source, .. } => format!("connect:{:?}", source.kind()),
+            LinkError::Dropped(_) => "dropped".into(),
             LinkError::HandshakeRefused { condition, .. } => format!("refused:{condition}"),
             LinkError::StreamError { condition, .. } => format!("stream:{condition}"),
             other => format!("{:?}", std::mem::discriminant(other)),
@@ -371,7 +374,8 @@ impl Link {
                     Some(Err(ReadError::ParseError(e))) => {
                         warn!(error = %e, "unparsable element on the component stream; skipped");
                     }
-                    Some(Err(ReadError::HardError(e))) => return Ended::Lost(LinkError::Io(e)),
+                    // Prosody and ejabberd simply drop the TCP connection when they stop.
+                    Some(Err(ReadError::HardError(e))) => return Ended::Lost(LinkError::Dropped(e)),
                     Some(Err(ReadError::StreamFooterReceived)) | None => return Ended::Lost(LinkError::Closed),
                 },
                 Some(el) = self.rx.recv() => {
