@@ -5,4 +5,5 @@
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod sip;
 pub mod xmpp;

@@ -1,0 +1,5 @@
+//! The SIP side: a user agent with its own transport, RFC 3261 transactions, digest
+//! authentication and upstream registration. Messages are parsed and printed with `rsip`;
+//! everything rsip lacks is here, as pure state machines driven by `transport.rs`.
+pub mod auth;
+pub mod transaction;
