@@ -11,6 +11,11 @@ STAMP=$VENV/.requirements.sha256
 # prosody (+lua-event, lua-unbound: its event loop and resolver), ejabberd: the XMPP servers the
 # gateway connects to; iproute2: `ip` for the loopback-only network namespace; procps: ps/pgrep.
 APT_PACKAGES=(prosody lua-event lua-unbound ejabberd iproute2 procps)
+# SIP peers (tests/sip_harness.py): kamailio (registrar/proxy with digest auth; its db_text,
+# usrloc, auth_db modules and kamcmd are in this one package); baresip-core (the headless SIP UA
+# and its modules: g711, aufile, sndfile, cons, ctrl_tcp; the `baresip` metapackage would only add
+# GUI/video recommends); sox (independent cross-check of the recorded tones' frequency).
+APT_PACKAGES+=(kamailio baresip-core sox)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 

@@ -97,9 +97,47 @@ pub struct MappingConfig {
     pub domain_separator: char,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+}
+
+/// The SIP user agent: where it listens, the account it registers upstream (Jigasi's "SIP
+/// account") and who may send it calls and messages.
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    /// Transport toward the registrar / outbound proxy.
+    pub transport: SipTransport,
+    /// `sip:` URI of the registrar; `None` = do not register (trunk mode: trusted peers only).
+    pub registrar: Option<String>,
+    /// Every out-of-dialog request goes here first when set (RFC 3261 §8.1.2).
+    pub outbound_proxy: Option<String>,
+    /// Domain of the account's address of record; defaults to the registrar's host.
+    pub domain: Option<String>,
+    pub username: String,
+    /// Digest user name when it differs from `username` (common with trunks).
+    pub auth_username: Option<String>,
+    pub password: Secret,
+    pub register_expires: u32,
+    /// Peers besides the registrar and outbound proxy allowed to start calls and messages.
+    pub trusted: Vec<ipnet::IpNet>,
+    pub max_dialogs: usize,
+    /// RFC 3261 §17.1.1.1 timer values.
+    pub t1: std::time::Duration,
+    pub t2: std::time::Duration,
+    pub t4: std::time::Duration,
+    /// CRLF (TCP) or OPTIONS (UDP) keep-alive toward the registrar; zero disables.
+    pub keepalive_interval: std::time::Duration,
+    /// host[:port] written in Via and Contact when `listen` is a wildcard or behind 1:1 NAT.
+    pub public_address: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub xmpp: XmppConfig,
+    pub sip: SipConfig,
     pub media: MediaConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -122,6 +160,14 @@ pub enum Kind {
     OneOf(&'static [&'static str]),
     Separator,
     Text,
+    /// A `sip:`/`sips:` URI, or empty for "not set".
+    SipUriOpt,
+    /// Comma-separated (or TOML list of) IP networks in CIDR notation; may be empty.
+    CidrList,
+    /// A host name or IP, optionally with `:port`; may be empty.
+    HostPortOpt,
+    /// Any text, may be empty (optional values such as a user name).
+    TextOpt,
 }
 
 /// One configuration key: the single source for validation, defaults and the README table.
@@ -218,6 +264,134 @@ pub const KEYS: &[KeySpec] = &[
         default: Some("20999"),
         flag: Some("--max-port"),
         help: "highest UDP port for media (Jigasi --max-port)",
+    },
+    KeySpec {
+        section: "sip",
+        key: "listen",
+        kind: Kind::SocketAddr,
+        default: Some("0.0.0.0:5060"),
+        flag: None,
+        help: "UDP and TCP address of the SIP user agent",
+    },
+    KeySpec {
+        section: "sip",
+        key: "transport",
+        kind: Kind::OneOf(&["udp", "tcp"]),
+        default: Some("udp"),
+        flag: None,
+        help: "transport toward the registrar and outbound proxy",
+    },
+    KeySpec {
+        section: "sip",
+        key: "registrar",
+        kind: Kind::SipUriOpt,
+        default: Some(""),
+        flag: None,
+        help: "SIP URI of the registrar the account registers at; empty = no registration (trusted peers only)",
+    },
+    KeySpec {
+        section: "sip",
+        key: "outbound_proxy",
+        kind: Kind::SipUriOpt,
+        default: Some(""),
+        flag: None,
+        help: "SIP URI every out-of-dialog request is sent through; empty = none",
+    },
+    KeySpec {
+        section: "sip",
+        key: "domain",
+        kind: Kind::HostPortOpt,
+        default: Some(""),
+        flag: None,
+        help: "domain of the account's address of record; empty = the registrar's host",
+    },
+    KeySpec {
+        section: "sip",
+        key: "username",
+        kind: Kind::TextOpt,
+        default: Some(""),
+        flag: None,
+        help: "user part of the account (sip:<username>@<domain>); required with a registrar",
+    },
+    KeySpec {
+        section: "sip",
+        key: "auth_username",
+        kind: Kind::TextOpt,
+        default: Some(""),
+        flag: None,
+        help: "digest user name when it differs from username; empty = username",
+    },
+    KeySpec {
+        section: "sip",
+        key: "password",
+        kind: Kind::TextOpt,
+        default: Some(""),
+        flag: None,
+        help: "digest password of the account; required with a registrar; prefer the environment",
+    },
+    KeySpec {
+        section: "sip",
+        key: "register_expires",
+        kind: Kind::Int(60, 86400),
+        default: Some("600"),
+        flag: None,
+        help: "registration lifetime asked for, in seconds; refreshed well before it runs out",
+    },
+    KeySpec {
+        section: "sip",
+        key: "trusted",
+        kind: Kind::CidrList,
+        default: Some(""),
+        flag: None,
+        help: "networks (CIDR list) besides the registrar/proxy allowed to send calls and messages; others get 403",
+    },
+    KeySpec {
+        section: "sip",
+        key: "max_dialogs",
+        kind: Kind::Int(1, 100_000),
+        default: Some("200"),
+        flag: None,
+        help: "concurrent dialogs; beyond it new calls get 503 with Retry-After",
+    },
+    KeySpec {
+        section: "sip",
+        key: "t1_ms",
+        kind: Kind::Int(50, 10_000),
+        default: Some("500"),
+        flag: None,
+        help: "RFC 3261 T1 (round-trip estimate), milliseconds",
+    },
+    KeySpec {
+        section: "sip",
+        key: "t2_ms",
+        kind: Kind::Int(500, 60_000),
+        default: Some("4000"),
+        flag: None,
+        help: "RFC 3261 T2 (maximum retransmit interval), milliseconds",
+    },
+    KeySpec {
+        section: "sip",
+        key: "t4_ms",
+        kind: Kind::Int(500, 60_000),
+        default: Some("5000"),
+        flag: None,
+        help: "RFC 3261 T4 (maximum time a message stays in the network), milliseconds",
+    },
+    KeySpec {
+        section: "sip",
+        key: "keepalive_interval",
+        kind: Kind::Int(0, 3600),
+        default: Some("30"),
+        flag: None,
+        help: "seconds between keep-alives to the registrar (CRLF on TCP, OPTIONS on UDP); 0 = off",
+    },
+    KeySpec {
+        section: "sip",
+        key: "public_address",
+        kind: Kind::HostPortOpt,
+        default: Some(""),
+        flag: None,
+        help: "host[:port] for Via and Contact when listen is a wildcard or behind 1:1 NAT; empty = detected",
     },
     KeySpec {
         section: "admin",
@@ -456,6 +630,17 @@ fn flatten(root: config::Value, problems: &mut Vec<Problem>) -> BTreeMap<String,
                 ValueKind::U128(i) => i.to_string(),
                 ValueKind::Float(f) => f.to_string(),
                 ValueKind::Nil => String::new(),
+                ValueKind::Array(items)
+                    if items
+                        .iter()
+                        .all(|i| !matches!(i.kind, ValueKind::Table(_) | ValueKind::Array(_))) =>
+                {
+                    items
+                        .into_iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
                 ValueKind::Table(_) | ValueKind::Array(_) => {
                     problems.push(Problem {
                         key: path,
@@ -566,9 +751,38 @@ fn check(kind: Kind, text: &str) -> Result<(), String> {
                 }
             }
         }
-        Kind::Text => {}
+        Kind::Text | Kind::TextOpt => {}
+        Kind::SipUriOpt => {
+            if !text.is_empty() {
+                let lower = text.to_ascii_lowercase();
+                if !(lower.starts_with("sip:") || lower.starts_with("sips:"))
+                    || rsip::Uri::try_from(text).is_err()
+                {
+                    return Err(format!("`{text}` is not a SIP URI such as sip:pbx.example.net or sip:10.0.0.5:5060"));
+                }
+            }
+        }
+        Kind::CidrList => {
+            for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                parse_net(item).map_err(|_| {
+                    format!("`{item}` is not an IP network such as 192.0.2.0/24 or 2001:db8::/32 (or a single address)")
+                })?;
+            }
+        }
+        Kind::HostPortOpt => {
+            if text.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+                return Err(format!("`{text}` is not host or host:port"));
+            }
+        }
     }
     Ok(())
+}
+
+/// A CIDR network, or a single address as a /32 (/128).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, ()> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| ())
 }
 
 fn valid_label(l: &str) -> bool {
@@ -632,6 +846,26 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             });
         }
     }
+    let nonempty = |k: &str| values.get(k).is_some_and(|v| !v.is_empty());
+    if nonempty("sip.registrar") {
+        for key in ["sip.username", "sip.password"] {
+            if !nonempty(key) {
+                problems.push(Problem {
+                    key: key.into(),
+                    message: "required when sip.registrar is set".into(),
+                });
+            }
+        }
+    }
+    if let (Some(t1), Some(t2)) = (values.get("sip.t1_ms"), values.get("sip.t2_ms")) {
+        let (t1, t2): (u64, u64) = (num(t1), num(t2));
+        if t1 > t2 {
+            problems.push(Problem {
+                key: "sip.t1_ms".into(),
+                message: format!("{t1} is greater than sip.t2_ms ({t2})"),
+            });
+        }
+    }
     if !problems.is_empty() {
         return None;
     }
@@ -641,6 +875,8 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             .cloned()
             .expect("every key has a value or a problem")
     };
+    let opt = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
+    let ms = |k: &str| std::time::Duration::from_millis(num(&get(k)));
     Some(Config {
         xmpp: XmppConfig {
             domain: get("xmpp.domain").to_ascii_lowercase(),
@@ -649,6 +885,33 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             host: get("xmpp.host"),
             port: num(&get("xmpp.port")),
             queue_size: num(&get("xmpp.queue_size")),
+        },
+        sip: SipConfig {
+            listen: get("sip.listen").parse().expect("checked by Kind::SocketAddr"),
+            transport: if get("sip.transport") == "tcp" {
+                SipTransport::Tcp
+            } else {
+                SipTransport::Udp
+            },
+            registrar: opt("sip.registrar"),
+            outbound_proxy: opt("sip.outbound_proxy"),
+            domain: opt("sip.domain"),
+            username: get("sip.username"),
+            auth_username: opt("sip.auth_username"),
+            password: Secret(get("sip.password")),
+            register_expires: num(&get("sip.register_expires")),
+            trusted: get("sip.trusted")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_net(s).expect("checked by Kind::CidrList"))
+                .collect(),
+            max_dialogs: num(&get("sip.max_dialogs")),
+            t1: ms("sip.t1_ms"),
+            t2: ms("sip.t2_ms"),
+            t4: ms("sip.t4_ms"),
+            keepalive_interval: std::time::Duration::from_secs(num(&get("sip.keepalive_interval"))),
+            public_address: opt("sip.public_address"),
         },
         media: MediaConfig {
             min_port: num(&get("media.min_port")),
@@ -878,6 +1141,36 @@ format = "xml"
                 k.path()
             );
         }
+    }
+
+    #[test]
+    fn sip_section() {
+        let text = format!(
+            "{GOOD}\n[sip]\nregistrar = \"sip:127.0.0.1:5060\"\nusername = \"gateway\"\npassword = \"pw\"\ntrusted = [\"10.0.0.0/8\", \"192.0.2.7\"]\n"
+        );
+        let c = load_text(&text, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.sip.registrar.as_deref(), Some("sip:127.0.0.1:5060"));
+        assert_eq!(c.sip.trusted.len(), 2);
+        assert!(c.sip.trusted[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(c.sip.t1, std::time::Duration::from_millis(500));
+        assert!(!format!("{:?}", c.sip).contains("pw\""));
+        let env = [("XSG__SIP__TRUSTED", "10.0.0.0/8, 127.0.0.1")];
+        let c = load_text(GOOD, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.sip.trusted.len(), 2);
+        assert!(c.sip.registrar.is_none());
+    }
+
+    #[test]
+    fn sip_section_problems() {
+        let text = format!(
+            "{GOOD}\n[sip]\nregistrar = \"pbx.example.net\"\ntrusted = \"10.0.0.0/33\"\nt1_ms = 5000\nt2_ms = 4000\n"
+        );
+        let k = keys(load_text(&text, &[], &Overrides::default()).unwrap_err());
+        assert!(k.contains(&"sip.registrar".to_string()), "{k:?}");
+        assert!(k.contains(&"sip.trusted".to_string()), "{k:?}");
+        let text = format!("{GOOD}\n[sip]\nregistrar = \"sip:pbx.example.net\"\nt1_ms = 5000\nt2_ms = 4000\n");
+        let k = keys(load_text(&text, &[], &Overrides::default()).unwrap_err());
+        assert_eq!(k, vec!["sip.username", "sip.password", "sip.t1_ms"]);
     }
 
     #[test]

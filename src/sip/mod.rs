@@ -2,4 +2,5 @@
 //! authentication and upstream registration. Messages are parsed and printed with `rsip`;
 //! everything rsip lacks is here, as pure state machines driven by `transport.rs`.
 pub mod auth;
+pub mod message;
 pub mod transaction;
