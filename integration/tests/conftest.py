@@ -83,3 +83,54 @@ def gateway(prosody, gateway_factory):
     gw = gateway_factory(prosody.component_port)
     gw.wait_healthy(timeout=15)
     return gw
+
+
+# ---------------------------------------------------------------- SIP peers (sip_harness.py)
+
+from sip_harness import SIP_USERS, Baresip, Kamailio  # noqa: E402
+
+
+@pytest.fixture
+def kamailio(request, tmp_path):
+    """A running Kamailio registrar/proxy for sip.test (digest auth; users alice, bob, carol,
+    gateway: sip_harness.SIP_USERS) on 127.0.0.1:<.port> UDP+TCP. Has .stop()/.start() (same
+    port; registrations are lost), .registrations(), .wait_registered(user), .log_text()."""
+    server = Kamailio(tmp_path / "kamailio")
+    try:
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.cleanup()
+            _dump(request, "kamailio", server)
+
+
+@pytest.fixture
+def baresip_factory(request, tmp_path, kamailio):
+    """baresip_factory(user, tone_hz=440, password=None (-> SIP_USERS[user]),
+    wait_registered=True, **Baresip kwargs: transport, contacts, regint, answermode, sip_trace)
+    -> a started Baresip registered at `kamailio`. All of them are stopped (un-REGISTER) before
+    Kamailio is."""
+    started = []
+
+    def make(user, tone_hz=440, password=None, wait_registered=True, **kwargs):
+        ua = Baresip(tmp_path / f"baresip{len(started)}-{user}", user,
+                     password if password is not None else SIP_USERS[user], kamailio.port,
+                     tone_hz, **kwargs)
+        started.append(ua)
+        return ua.start(wait_registered=wait_registered)
+
+    first_error = None
+    try:
+        yield make
+    finally:
+        for ua in started:
+            try:
+                ua.stop()
+            except BaseException as e:  # pytest.fail raises a BaseException: stop the others
+                first_error = first_error or e
+            _dump(request, f"baresip {ua.aor}", ua)
+        if first_error is not None:
+            raise first_error
