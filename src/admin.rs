@@ -12,9 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TxOutcome};
+use crate::sip::registration::RegState;
+use crate::sip::service::{SipCommand, SipStatus};
 use crate::xmpp::link::{LinkHandle, LinkState};
 use crate::xmpp::router::PRODUCT_NAME;
 use crate::xmpp::stanza::Kind;
@@ -27,6 +29,9 @@ pub struct AdminState {
     pub component: String,
     pub started: Instant,
     pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    pub sip: watch::Receiver<SipStatus>,
+    pub sip_commands: mpsc::Sender<SipCommand>,
+    pub diagnostics: bool,
 }
 
 impl AdminState {
@@ -43,6 +48,9 @@ impl AdminState {
             )),
             LinkState::Closed => p.push("XMPP component link is closed".into()),
         }
+        if let Some(problem) = self.sip.borrow().problem() {
+            p.push(problem);
+        }
         if self.shutting_down.load(Relaxed) {
             p.push("shutting down".into());
         }
@@ -56,6 +64,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/about/version", get(version))
         .route("/about/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/debug/sip/options", get(sip_options))
+        .route("/debug/sip/message", axum::routing::post(sip_message))
         .with_state(state)
 }
 
@@ -83,6 +93,7 @@ async fn version() -> Json<serde_json::Value> {
 async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
     let m = &s.metrics;
     let state = s.link.borrow().clone();
+    let sip = s.sip.borrow().clone();
     let per_kind = |f: fn(&Metrics, Kind) -> u64| {
         serde_json::Value::Object(
             Kind::ALL
@@ -105,6 +116,19 @@ async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
             "queue_capacity": s.queue.queue_capacity(),
             "queue_overflows": m.queue_overflows.load(Relaxed),
         },
+        "sip": {
+            "listen": sip.listen.to_string(),
+            "aor": sip.aor,
+            "registration": match &sip.registration {
+                None => json!("not configured"),
+                Some(RegState::Registered { expires }) => json!({"state": "registered", "expires": expires}),
+                Some(RegState::Failed { reason, .. }) => json!({"state": "failed", "reason": reason}),
+                Some(other) => json!({"state": format!("{other:?}").to_lowercase()}),
+            },
+            "registrations": m.sip_registrations.load(Relaxed),
+            "registration_failures": m.sip_registration_failures.load(Relaxed),
+            "transactions": serde_json::Value::Object(TxOutcome::ALL.iter().map(|o| (o.label().to_string(), json!(m.sip_transactions(*o)))).collect()),
+        },
         "stanzas_in": per_kind(Metrics::stanzas_in),
         "stanzas_out": per_kind(Metrics::stanzas_out),
     }))
@@ -122,4 +146,73 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct UriQuery {
+    uri: String,
+}
+
+/// How long a diagnostic request may take: Timer F (64·T1 = 32 s by default) plus slack.
+const DIAGNOSTIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(40);
+
+async fn sip_request(
+    s: &AdminState,
+    method: rsip::Method,
+    uri: String,
+    body: Option<(String, Vec<u8>)>,
+) -> Response {
+    if !s.diagnostics {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "diagnostics are off (admin.diagnostics = false)"})),
+        )
+            .into_response();
+    }
+    let (reply, rx) = oneshot::channel();
+    let cmd = SipCommand {
+        method,
+        uri,
+        body,
+        reply,
+    };
+    if s.sip_commands.send(cmd).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "SIP user agent stopped"})),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(DIAGNOSTIC_TIMEOUT, rx).await {
+        Ok(Ok(Ok((code, reason)))) => Json(json!({"code": code, "reason": reason})).into_response(),
+        Ok(Ok(Err(e))) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({"error": "no final response"})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /debug/sip/options?uri=sip:bob@example.net`: OPTIONS from the gateway's account.
+async fn sip_options(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<UriQuery>,
+) -> Response {
+    sip_request(&s, rsip::Method::Options, q.uri, None).await
+}
+
+/// `POST /debug/sip/message?uri=…` with a text body: a MESSAGE (RFC 3428) from the account.
+async fn sip_message(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<UriQuery>,
+    body: String,
+) -> Response {
+    sip_request(
+        &s,
+        rsip::Method::Message,
+        q.uri,
+        Some(("text/plain;charset=utf-8".into(), body.into_bytes())),
+    )
+    .await
 }

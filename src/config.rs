@@ -81,6 +81,8 @@ pub struct MediaConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Enables `/debug/sip/*` (send an OPTIONS or MESSAGE from the gateway's account).
+    pub diagnostics: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -400,6 +402,14 @@ pub const KEYS: &[KeySpec] = &[
         default: Some("127.0.0.1:8788"),
         flag: None,
         help: "admin HTTP (/about/health, /about/stats, /metrics); Jigasi's REST port",
+    },
+    KeySpec {
+        section: "admin",
+        key: "diagnostics",
+        kind: Kind::OneOf(&["true", "false"]),
+        default: Some("false"),
+        flag: None,
+        help: "enable /debug/sip/options and /debug/sip/message on the admin port (sends SIP requests from the gateway's account)",
     },
     KeySpec {
         section: "log",
@@ -758,7 +768,9 @@ fn check(kind: Kind, text: &str) -> Result<(), String> {
                 if !(lower.starts_with("sip:") || lower.starts_with("sips:"))
                     || rsip::Uri::try_from(text).is_err()
                 {
-                    return Err(format!("`{text}` is not a SIP URI such as sip:pbx.example.net or sip:10.0.0.5:5060"));
+                    return Err(format!(
+                        "`{text}` is not a SIP URI such as sip:pbx.example.net or sip:10.0.0.5:5060"
+                    ));
                 }
             }
         }
@@ -770,7 +782,10 @@ fn check(kind: Kind, text: &str) -> Result<(), String> {
             }
         }
         Kind::HostPortOpt => {
-            if text.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+            if text
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c == '@')
+            {
                 return Err(format!("`{text}` is not host or host:port"));
             }
         }
@@ -887,7 +902,9 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             queue_size: num(&get("xmpp.queue_size")),
         },
         sip: SipConfig {
-            listen: get("sip.listen").parse().expect("checked by Kind::SocketAddr"),
+            listen: get("sip.listen")
+                .parse()
+                .expect("checked by Kind::SocketAddr"),
             transport: if get("sip.transport") == "tcp" {
                 SipTransport::Tcp
             } else {
@@ -921,6 +938,7 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             listen: get("admin.listen")
                 .parse()
                 .expect("checked by Kind::SocketAddr"),
+            diagnostics: get("admin.diagnostics") == "true",
         },
         log: LogConfig {
             format: if get("log.format") == "json" {
@@ -1168,7 +1186,9 @@ format = "xml"
         let k = keys(load_text(&text, &[], &Overrides::default()).unwrap_err());
         assert!(k.contains(&"sip.registrar".to_string()), "{k:?}");
         assert!(k.contains(&"sip.trusted".to_string()), "{k:?}");
-        let text = format!("{GOOD}\n[sip]\nregistrar = \"sip:pbx.example.net\"\nt1_ms = 5000\nt2_ms = 4000\n");
+        let text = format!(
+            "{GOOD}\n[sip]\nregistrar = \"sip:pbx.example.net\"\nt1_ms = 5000\nt2_ms = 4000\n"
+        );
         let k = keys(load_text(&text, &[], &Overrides::default()).unwrap_err());
         assert_eq!(k, vec!["sip.username", "sip.password", "sip.t1_ms"]);
     }

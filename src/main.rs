@@ -148,6 +148,20 @@ async fn run(cfg: Config) -> ExitCode {
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
 
+    let sip_shutdown = CancellationToken::new();
+    let (sip, sip_task) = match xmpp_sip_gateway::sip::service::start(
+        &cfg.sip,
+        metrics.clone(),
+        sip_shutdown.clone(),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            error!(error = %e, "cannot start the SIP user agent");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     let link_task = tokio::spawn(link.run(shutdown.clone()));
     let admin_state = AdminState {
         metrics,
@@ -156,6 +170,9 @@ async fn run(cfg: Config) -> ExitCode {
         component: domain,
         started,
         shutting_down: shutting_down.clone(),
+        sip: sip.status.clone(),
+        sip_commands: sip.commands.clone(),
+        diagnostics: cfg.admin.diagnostics,
     };
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
@@ -168,6 +185,11 @@ async fn run(cfg: Config) -> ExitCode {
     let signal = wait_for_signal().await;
     info!(signal, "shutting down: closing the component link");
     shutting_down.store(true, Relaxed);
+    // SIP first: the un-REGISTER should leave while the process is still whole.
+    sip_shutdown.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, sip_task).await.is_err() {
+        error!("SIP user agent did not stop within {DRAIN_TIMEOUT:?}");
+    }
     shutdown.cancel();
     if tokio::time::timeout(DRAIN_TIMEOUT, link_task)
         .await

@@ -19,6 +19,53 @@ pub struct Metrics {
     stanzas_out: [AtomicU64; 4],
     /// Stanzas refused because the outgoing queue was full.
     pub queue_overflows: AtomicU64,
+    /// 1 while the SIP account is registered upstream.
+    pub sip_registered: AtomicBool,
+    /// Successful REGISTERs (first registrations and refreshes).
+    pub sip_registrations: AtomicU64,
+    /// Registration attempts that failed (refused, timed out, unreachable).
+    pub sip_registration_failures: AtomicU64,
+    /// Client and server transactions by how they ended.
+    sip_transactions: [AtomicU64; 5],
+    /// Incoming SIP requests answered 4xx by the transport or policy (malformed, forbidden…).
+    pub sip_rejected: AtomicU64,
+}
+
+/// How a SIP transaction ended, for `xsg_sip_transactions_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// Final response 2xx.
+    Success,
+    /// Final response 3xx–6xx.
+    Failure,
+    /// Timer B, F or H fired.
+    Timeout,
+    /// The transport could not deliver.
+    TransportError,
+    /// A server transaction we answered.
+    Answered,
+}
+
+impl TxOutcome {
+    pub const ALL: [TxOutcome; 5] = [
+        TxOutcome::Success,
+        TxOutcome::Failure,
+        TxOutcome::Timeout,
+        TxOutcome::TransportError,
+        TxOutcome::Answered,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            TxOutcome::Success => "success",
+            TxOutcome::Failure => "failure",
+            TxOutcome::Timeout => "timeout",
+            TxOutcome::TransportError => "transport_error",
+            TxOutcome::Answered => "answered",
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
 }
 
 fn idx(kind: Kind) -> usize {
@@ -36,6 +83,12 @@ impl Metrics {
     }
     pub fn stanza_out(&self, kind: Kind) {
         self.stanzas_out[idx(kind)].fetch_add(1, Relaxed);
+    }
+    pub fn sip_transaction(&self, outcome: TxOutcome) {
+        self.sip_transactions[outcome.idx()].fetch_add(1, Relaxed);
+    }
+    pub fn sip_transactions(&self, outcome: TxOutcome) -> u64 {
+        self.sip_transactions[outcome.idx()].load(Relaxed)
     }
     pub fn stanzas_in(&self, kind: Kind) -> u64 {
         self.stanzas_in[idx(kind)].load(Relaxed)
@@ -88,6 +141,38 @@ impl Metrics {
             "stanzas refused because the queue was full",
             self.queue_overflows.load(Relaxed),
         );
+        counter(
+            "xsg_sip_registrations_total",
+            "successful SIP REGISTERs (including refreshes)",
+            self.sip_registrations.load(Relaxed),
+        );
+        counter(
+            "xsg_sip_registration_failures_total",
+            "failed SIP registration attempts",
+            self.sip_registration_failures.load(Relaxed),
+        );
+        counter(
+            "xsg_sip_rejected_requests_total",
+            "incoming SIP requests refused (malformed, forbidden, unknown method)",
+            self.sip_rejected.load(Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP xsg_sip_registered 1 while the SIP account is registered\n# TYPE xsg_sip_registered gauge\nxsg_sip_registered {}",
+            u64::from(self.sip_registered.load(Relaxed))
+        );
+        let _ = writeln!(
+            s,
+            "# HELP xsg_sip_transactions_total SIP transactions by outcome\n# TYPE xsg_sip_transactions_total counter"
+        );
+        for o in TxOutcome::ALL {
+            let _ = writeln!(
+                s,
+                "xsg_sip_transactions_total{{outcome=\"{}\"}} {}",
+                o.label(),
+                self.sip_transactions(o)
+            );
+        }
         for (name, help, f) in [
             (
                 "xsg_stanzas_in_total",

@@ -12,7 +12,7 @@ use rsip::{Request, Response, SipMessage};
 /// many codecs is a few KiB), so anything bigger is an attack or a bug, not a call.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,
@@ -75,6 +75,11 @@ impl StreamFramer {
         self.buf.extend_from_slice(data);
     }
 
+    /// What is buffered, for building an error response after a framing error.
+    pub fn raw_head(&self) -> Option<&[u8]> {
+        (!self.buf.is_empty()).then_some(&self.buf[..self.buf.len().min(MAX_MESSAGE)])
+    }
+
     /// Bytes held but not yet framed.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -120,7 +125,11 @@ pub fn frame_datagram(data: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::TooLarge);
     }
     if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
-        return Ok(if data.len() >= 4 { Frame::Ping } else { Frame::Pong });
+        return Ok(if data.len() >= 4 {
+            Frame::Ping
+        } else {
+            Frame::Pong
+        });
     }
     let Some(end) = header_end(data) else {
         // No empty line: treat everything as headers (the parser will reject it if broken).
@@ -176,7 +185,9 @@ fn check_headers(msg: &SipMessage) -> Result<(), ParseError> {
         .ok()
         .and_then(|v| v.typed().ok())
         .ok_or(ParseError::Header("To"))?;
-    let call_id = msg.call_id_header().map_err(|_| ParseError::Header("Call-ID"))?;
+    let call_id = msg
+        .call_id_header()
+        .map_err(|_| ParseError::Header("Call-ID"))?;
     if call_id.value().trim().is_empty() {
         return Err(ParseError::Header("Call-ID"));
     }
@@ -203,10 +214,15 @@ pub fn raw_request_method(raw: &[u8]) -> Option<String> {
         .then(|| method.to_string())
 }
 
-/// A `400 Bad Request` for a request rsip could not parse, built from its raw header lines
-/// (RFC 3261 §8.2.6.2: copy Via, From, To, Call-ID, CSeq). `None` when no response can be
-/// routed (not a request, an ACK — never answered — or no Via): such input is dropped.
+/// A `400 Bad Request` for a request rsip could not parse; see [`raw_error_response`].
 pub fn raw_bad_request(raw: &[u8], reason: &str) -> Option<Vec<u8>> {
+    raw_error_response(raw, 400, reason)
+}
+
+/// An error response (400, 413, …) for a request we cannot parse, built from its raw header
+/// lines (RFC 3261 §8.2.6.2: copy Via, From, To, Call-ID, CSeq). `None` when no response can be
+/// routed (not a request, an ACK — never answered — or no Via): such input is dropped.
+pub fn raw_error_response(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
     let method = raw_request_method(raw)?;
     if method == "ACK" {
         return None;
@@ -241,7 +257,7 @@ pub fn raw_bad_request(raw: &[u8], reason: &str) -> Option<Vec<u8>> {
     }
     // The phrase must not contain CR/LF (it came from us, but keep the message well-formed).
     let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
-    let mut out = format!("SIP/2.0 400 {reason}\r\n");
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
     for h in copied {
         out.push_str(&h);
         out.push_str("\r\n");
@@ -265,13 +281,19 @@ pub fn set_body(headers: &mut rsip::Headers, body: &mut Vec<u8>, new_body: Vec<u
 
 /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy (Via, From, To,
 /// Call-ID, CSeq), a To tag when `to_tag` is given and the request had none, and no body.
-pub fn response_to(req: &Request, code: u16, reason: Option<&str>, to_tag: Option<&str>) -> Response {
+pub fn response_to(
+    req: &Request,
+    code: u16,
+    reason: Option<&str>,
+    to_tag: Option<&str>,
+) -> Response {
     let mut headers = rsip::Headers::default();
     for h in req.headers.iter() {
         match h {
-            rsip::Header::Via(_) | rsip::Header::From(_) | rsip::Header::CallId(_) | rsip::Header::CSeq(_) => {
-                headers.push(h.clone())
-            }
+            rsip::Header::Via(_)
+            | rsip::Header::From(_)
+            | rsip::Header::CallId(_)
+            | rsip::Header::CSeq(_) => headers.push(h.clone()),
             rsip::Header::To(to) => {
                 let mut value = to.value().to_string();
                 if let Some(tag) = to_tag
@@ -317,8 +339,14 @@ Content-Length: 5\r\n\r\nhello";
         for chunk in two.as_bytes().chunks(7) {
             f.push(chunk);
         }
-        assert_eq!(f.next_frame(), Some(Ok(Frame::Message(OPTIONS.as_bytes().to_vec()))));
-        assert_eq!(f.next_frame(), Some(Ok(Frame::Message(OPTIONS.as_bytes().to_vec()))));
+        assert_eq!(
+            f.next_frame(),
+            Some(Ok(Frame::Message(OPTIONS.as_bytes().to_vec())))
+        );
+        assert_eq!(
+            f.next_frame(),
+            Some(Ok(Frame::Message(OPTIONS.as_bytes().to_vec())))
+        );
         assert_eq!(f.next_frame(), None);
         assert_eq!(f.buffered(), 0);
     }
@@ -350,7 +378,13 @@ Content-Length: 5\r\n\r\nhello";
         f.push(b"OPTIONS sip:x SIP/2.0\r\nl: -3\r\n\r\n");
         assert_eq!(f.next_frame(), Some(Err(FrameError::BadContentLength)));
         let mut f = StreamFramer::new();
-        f.push(format!("OPTIONS sip:x SIP/2.0\r\nContent-Length: {}\r\n\r\n", usize::MAX).as_bytes());
+        f.push(
+            format!(
+                "OPTIONS sip:x SIP/2.0\r\nContent-Length: {}\r\n\r\n",
+                usize::MAX
+            )
+            .as_bytes(),
+        );
         assert!(f.next_frame().unwrap().is_err());
     }
 
@@ -359,8 +393,14 @@ Content-Length: 5\r\n\r\nhello";
         assert_eq!(frame_datagram(b"\r\n\r\n"), Ok(Frame::Ping));
         let mut long = OPTIONS.as_bytes().to_vec();
         long.extend_from_slice(b"trailing garbage");
-        assert_eq!(frame_datagram(&long), Ok(Frame::Message(OPTIONS.as_bytes().to_vec())));
-        assert_eq!(frame_datagram(&OPTIONS.as_bytes()[..OPTIONS.len() - 2]), Err(FrameError::Truncated));
+        assert_eq!(
+            frame_datagram(&long),
+            Ok(Frame::Message(OPTIONS.as_bytes().to_vec()))
+        );
+        assert_eq!(
+            frame_datagram(&OPTIONS.as_bytes()[..OPTIONS.len() - 2]),
+            Err(FrameError::Truncated)
+        );
     }
 
     #[test]
@@ -368,9 +408,15 @@ Content-Length: 5\r\n\r\nhello";
         let msg = parse(OPTIONS.as_bytes()).unwrap();
         assert!(msg.is_request());
         let no_callid = OPTIONS.replace("Call-ID: c1@127.0.0.1\r\n", "");
-        assert_eq!(parse(no_callid.as_bytes()).unwrap_err(), ParseError::Header("Call-ID"));
+        assert_eq!(
+            parse(no_callid.as_bytes()).unwrap_err(),
+            ParseError::Header("Call-ID")
+        );
         let wrong_cseq = OPTIONS.replace("1 OPTIONS", "1 INVITE");
-        assert_eq!(parse(wrong_cseq.as_bytes()).unwrap_err(), ParseError::CSeqMethod);
+        assert_eq!(
+            parse(wrong_cseq.as_bytes()).unwrap_err(),
+            ParseError::CSeqMethod
+        );
         assert!(parse(b"\x00\x01garbage").is_err());
         assert!(parse(b"").is_err());
     }
@@ -378,16 +424,32 @@ Content-Length: 5\r\n\r\nhello";
     #[test]
     fn raw_400_from_broken_request() {
         let broken = OPTIONS.replace("Call-ID: c1@127.0.0.1\r\n", "");
-        let r = raw_bad_request(broken.as_bytes(), "Bad Request (missing or malformed Call-ID)").unwrap();
+        let r = raw_bad_request(
+            broken.as_bytes(),
+            "Bad Request (missing or malformed Call-ID)",
+        )
+        .unwrap();
         let text = String::from_utf8(r).unwrap();
-        assert!(text.starts_with("SIP/2.0 400 Bad Request (missing or malformed Call-ID)\r\n"), "{text}");
+        assert!(
+            text.starts_with("SIP/2.0 400 Bad Request (missing or malformed Call-ID)\r\n"),
+            "{text}"
+        );
         assert!(text.contains("Via: SIP/2.0/TCP 127.0.0.1:5071;branch=z9hG4bK-1;rport\r\n"));
         assert!(text.contains("To: <sip:gw@sip.test>;tag=xsg400\r\n"));
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
         // no Via, a response, an ACK, garbage: nothing to answer
-        assert_eq!(raw_bad_request(OPTIONS.replace("Via", "Xia").as_bytes(), "x"), None);
-        assert_eq!(raw_bad_request(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", "x"), None);
-        assert_eq!(raw_bad_request(b"ACK sip:x SIP/2.0\r\nVia: x\r\n\r\n", "x"), None);
+        assert_eq!(
+            raw_bad_request(OPTIONS.replace("Via", "Xia").as_bytes(), "x"),
+            None
+        );
+        assert_eq!(
+            raw_bad_request(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", "x"),
+            None
+        );
+        assert_eq!(
+            raw_bad_request(b"ACK sip:x SIP/2.0\r\nVia: x\r\n\r\n", "x"),
+            None
+        );
         assert_eq!(raw_bad_request(b"\xff\xfe", "x"), None);
     }
 

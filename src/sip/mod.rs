@@ -3,4 +3,10 @@
 //! everything rsip lacks is here, as pure state machines driven by `transport.rs`.
 pub mod auth;
 pub mod message;
+pub mod policy;
+pub mod registration;
+pub mod sdp;
+pub mod service;
 pub mod transaction;
+pub mod transport;
+pub mod ua;

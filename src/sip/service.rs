@@ -1,0 +1,339 @@
+//! The SIP driver: binds the transport, resolves the registrar, builds the user agent from the
+//! configuration and runs it — one task that feeds it transport input, timer ticks and
+//! commands, and carries its output to the sockets. On shutdown it un-registers first.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsip::Method;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::auth::{DigestClient, random_cnonce};
+use super::policy::Trust;
+use super::registration::{RegState, Registration, RegistrationParams};
+use super::transaction::TableConfig;
+use super::transaction::Timers;
+use super::transport::{Inbound, Peer, Proto, Transport};
+use super::ua::{RequestId, UaEvent, UaOutput, UaSettings, UserAgent};
+use crate::config::{SipConfig, SipTransport};
+use crate::metrics::Metrics;
+use crate::xmpp::router::PRODUCT_NAME;
+
+/// How long shutdown waits for the un-REGISTER to be answered.
+const UNREGISTER_GRACE: Duration = Duration::from_secs(3);
+
+/// What the rest of the program can see of the SIP side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipStatus {
+    /// `None` when no account is configured (no `sip.registrar`).
+    pub registration: Option<RegState>,
+    pub listen: SocketAddr,
+    pub aor: String,
+}
+
+impl SipStatus {
+    /// Why the SIP side is not healthy, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        match &self.registration {
+            None | Some(RegState::Registered { .. }) => None,
+            Some(RegState::Failed { reason, .. }) => Some(reason.clone()),
+            Some(RegState::Registering) | Some(RegState::Idle) => {
+                Some(format!("SIP account {} is not registered yet", self.aor))
+            }
+            Some(RegState::Unregistering) | Some(RegState::Unregistered) => {
+                Some(format!("SIP account {} is unregistered", self.aor))
+            }
+        }
+    }
+}
+
+/// Where the final outcome of a [`SipCommand`] goes: `(code, reason)` or an error text.
+pub type Reply = oneshot::Sender<Result<(u16, String), String>>;
+
+/// A request to send from outside the SIP task (diagnostics now; messaging later).
+#[derive(Debug)]
+pub struct SipCommand {
+    pub method: Method,
+    pub uri: String,
+    pub body: Option<(String, Vec<u8>)>,
+    /// `(code, reason)` of the final response, or an error text.
+    pub reply: Reply,
+}
+
+#[derive(Clone)]
+pub struct SipHandle {
+    pub commands: mpsc::Sender<SipCommand>,
+    pub status: watch::Receiver<SipStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind sip.listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot resolve {key} `{uri}`: {why}")]
+    Resolve {
+        key: &'static str,
+        uri: String,
+        why: String,
+    },
+}
+
+/// Resolves a configured `sip:` URI to a transport address (A/AAAA only; RFC 3263 NAPTR/SRV
+/// lookups are not done: give the registrar as host:port or an address).
+async fn resolve(key: &'static str, uri: &str, default: SipTransport) -> Result<Peer, StartError> {
+    let err = |why: String| StartError::Resolve {
+        key,
+        uri: uri.to_string(),
+        why,
+    };
+    let parsed = rsip::Uri::try_from(uri).map_err(|e| err(e.to_string()))?;
+    let host = parsed.host().to_string();
+    let port = parsed.port().map(|p| *p.value()).unwrap_or(5060);
+    let proto = match parsed.transport() {
+        Some(rsip::Transport::Tcp) => Proto::Tcp,
+        Some(rsip::Transport::Udp) => Proto::Udp,
+        _ => match default {
+            SipTransport::Tcp => Proto::Tcp,
+            SipTransport::Udp => Proto::Udp,
+        },
+    };
+    let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("no address".into()))?;
+    Ok(Peer {
+        proto,
+        addr,
+        conn: None,
+    })
+}
+
+/// The address to advertise: `public_address`, else the listen address, else the local
+/// address the kernel would use toward the registrar (a connected UDP socket sends nothing).
+async fn sent_by(cfg: &SipConfig, listen: SocketAddr, toward: Option<SocketAddr>) -> String {
+    if let Some(p) = &cfg.public_address {
+        return if p.contains(':') && !p.starts_with('[') || p.contains("]:") {
+            p.clone()
+        } else {
+            format!("{p}:{}", listen.port())
+        };
+    }
+    let ip = if !listen.ip().is_unspecified() {
+        listen.ip()
+    } else {
+        let mut ip: IpAddr = "127.0.0.1".parse().expect("literal address");
+        if let Some(t) = toward
+            && let Ok(sock) =
+                tokio::net::UdpSocket::bind(if t.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await
+            && sock.connect(t).await.is_ok()
+            && let Ok(local) = sock.local_addr()
+        {
+            ip = local.ip();
+        }
+        ip
+    };
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]:{}", listen.port()),
+        v4 => format!("{v4}:{}", listen.port()),
+    }
+}
+
+/// Binds, builds and spawns the SIP side.
+pub async fn start(
+    cfg: &SipConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(SipHandle, JoinHandle<()>), StartError> {
+    let registrar = match &cfg.registrar {
+        Some(uri) => Some(resolve("sip.registrar", uri, cfg.transport).await?),
+        None => None,
+    };
+    let proxy = match &cfg.outbound_proxy {
+        Some(uri) => Some(resolve("sip.outbound_proxy", uri, cfg.transport).await?),
+        None => None,
+    };
+    let (in_tx, mut in_rx) = mpsc::channel(1024);
+    let transport_stop = CancellationToken::new();
+    let transport = Transport::bind(cfg.listen, in_tx, transport_stop.clone())
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let listen = transport.local_addr();
+    let toward = proxy.or(registrar).map(|p| p.addr);
+    let sent_by = sent_by(cfg, listen, toward).await;
+    let user = if cfg.username.is_empty() {
+        "gateway".to_string()
+    } else {
+        cfg.username.clone()
+    };
+    let contact_proto = registrar.map(|r| r.proto).unwrap_or(Proto::Udp);
+    let contact = format!(
+        "sip:{user}@{sent_by};transport={}",
+        contact_proto.via_token().to_ascii_lowercase()
+    );
+    let domain = cfg.domain.clone().unwrap_or_else(|| {
+        cfg.registrar
+            .as_deref()
+            .and_then(|u| rsip::Uri::try_from(u).ok())
+            .map(|u| u.host().to_string())
+            .unwrap_or_else(|| sent_by.split(':').next().unwrap_or("localhost").to_string())
+    });
+    let aor = format!("sip:{user}@{domain}");
+    let id_prefix = format!("{:08x}", rand::random::<u32>());
+    let auth_user = cfg.auth_username.clone().unwrap_or_else(|| user.clone());
+    let digest = if cfg.password.expose().is_empty() {
+        None
+    } else {
+        Some(
+            DigestClient::new(auth_user, cfg.password.clone()).map_err(|e| {
+                StartError::Resolve {
+                    key: "sip.auth_username",
+                    uri: String::new(),
+                    why: e.to_string(),
+                }
+            })?,
+        )
+    };
+    let registration = match (&cfg.registrar, registrar, &digest) {
+        (Some(uri), Some(_), Some(digest)) => Some(Registration::new(
+            RegistrationParams {
+                registrar: uri.clone(),
+                aor: aor.clone(),
+                contact: contact.clone(),
+                expires: cfg.register_expires,
+                call_id: format!(
+                    "{id_prefix}reg@{}",
+                    sent_by.split(':').next().unwrap_or("gw")
+                ),
+                from_tag: format!("{id_prefix}r"),
+                user_agent: format!("{PRODUCT_NAME}/{}", env!("CARGO_PKG_VERSION")),
+            },
+            digest.clone(),
+            random_cnonce,
+        )),
+        _ => None,
+    };
+    let mut trust = Trust {
+        servers: Vec::new(),
+        networks: cfg.trusted.clone(),
+    };
+    trust.servers.extend(registrar.map(|p| p.addr.ip()));
+    trust.servers.extend(proxy.map(|p| p.addr.ip()));
+    let settings = UaSettings {
+        sent_by: sent_by.clone(),
+        contact: contact.clone(),
+        aor: aor.clone(),
+        next_hop: proxy.or(registrar),
+        route: cfg.outbound_proxy.as_ref().map(|u| format!("<{u};lr>")),
+        registrar,
+        registrar_uri: cfg.registrar.clone(),
+        trust,
+        table: TableConfig {
+            timers: Timers {
+                t1: cfg.t1,
+                t2: cfg.t2,
+                t4: cfg.t4,
+            },
+            ..TableConfig::default()
+        },
+        keepalive: cfg.keepalive_interval,
+        max_dialogs: cfg.max_dialogs,
+        user_agent: format!("{PRODUCT_NAME}/{}", env!("CARGO_PKG_VERSION")),
+        id_prefix,
+    };
+    info!(%listen, %sent_by, %aor, %contact, registrar = ?registrar.map(|p| p.addr), "SIP user agent ready");
+    let has_account = registration.is_some();
+    let mut ua = UserAgent::new(settings, registration, digest, metrics);
+    let (status_tx, status_rx) = watch::channel(SipStatus {
+        registration: has_account.then_some(RegState::Idle),
+        listen,
+        aor,
+    });
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<SipCommand>(64);
+
+    let task = tokio::spawn(async move {
+        let mut pending: HashMap<RequestId, Reply> = HashMap::new();
+        let mut stopping: Option<Instant> = None;
+        ua.start(Instant::now().into_std());
+        loop {
+            drain(&mut ua, &transport, &status_tx, &mut pending);
+            if let Some(deadline) = stopping
+                && (ua.is_idle() || Instant::now() >= deadline)
+            {
+                break;
+            }
+            let wake = ua.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                _ = shutdown.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + UNREGISTER_GRACE);
+                    ua.shutdown(Instant::now().into_std());
+                }
+                _ = tokio::time::sleep_until(stopping.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if stopping.is_some() => {}
+                Some(input) = in_rx.recv() => {
+                    let now = Instant::now().into_std();
+                    match input {
+                        Inbound::Message { bytes, from } => ua.on_inbound(&bytes, from, now),
+                        Inbound::SendFailed { to } => ua.on_send_failed(to, now),
+                    }
+                }
+                Some(cmd) = cmd_rx.recv(), if stopping.is_none() => {
+                    let body = cmd.body.as_ref().map(|(t, b)| (t.as_str(), b.clone()));
+                    match ua.request(cmd.method, &cmd.uri, body, Instant::now().into_std()) {
+                        Ok(id) => { pending.insert(id, cmd.reply); }
+                        Err(e) => { let _ = cmd.reply.send(Err(e.to_string())); }
+                    }
+                }
+                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
+                    ua.on_timeout(Instant::now().into_std());
+                }
+            }
+        }
+        drain(&mut ua, &transport, &status_tx, &mut pending);
+        // Let the last datagrams leave before the sockets close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        transport_stop.cancel();
+        info!("SIP user agent stopped");
+    });
+    Ok((
+        SipHandle {
+            commands: cmd_tx,
+            status: status_rx,
+        },
+        task,
+    ))
+}
+
+fn drain(
+    ua: &mut UserAgent,
+    transport: &Transport,
+    status: &watch::Sender<SipStatus>,
+    pending: &mut HashMap<RequestId, Reply>,
+) {
+    while let Some(o) = ua.poll_output() {
+        match o {
+            UaOutput::Send { to, bytes } => transport.send(to, bytes),
+            UaOutput::Event(UaEvent::Registration(state)) => {
+                status.send_modify(|s| s.registration = Some(state));
+            }
+            UaOutput::Event(UaEvent::Completed { id, code, reason }) => {
+                if let Some(reply) = pending.remove(&id) {
+                    let _ = reply.send(Ok((code, reason)));
+                } else {
+                    warn!(?id, code, "completion for an unknown request");
+                }
+            }
+        }
+    }
+}

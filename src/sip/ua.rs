@@ -1,0 +1,915 @@
+//! The SIP user agent core: glues the transport's bytes to the transaction table, the
+//! registration and the request policy, and answers what a UA must answer by itself (OPTIONS,
+//! requests it does not serve, malformed input). Pure: inputs are bytes with their peer, timer
+//! ticks and commands; outputs ([`UaOutput`]) are bytes for a peer and events. The async driver
+//! (`service.rs`) owns the sockets and the clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, Response, SipMessage};
+use tracing::{debug, info, warn};
+
+use super::auth::{
+    AuthKind, Authorization, DigestClient, DigestRequest, Rechallenge, choose_challenge,
+    classify_rechallenge, random_cnonce,
+};
+use super::message::{self, raw_error_response, raw_request_method, response_to};
+use super::policy::{self, Trust, Verdict};
+use super::registration::{RegOutput, RegState, Registration};
+use super::transaction::{
+    Action, Incoming, ResponseOutcome, Role, TableConfig, Timer, TransactionKey, TransactionTable,
+};
+use super::transport::{Peer, Proto};
+use crate::metrics::{Metrics, TxOutcome};
+
+/// What the user agent needs to know about itself and its upstream.
+#[derive(Debug, Clone)]
+pub struct UaSettings {
+    /// host:port we put in Via sent-by and Contact.
+    pub sent_by: String,
+    /// Our Contact URI (no angle brackets).
+    pub contact: String,
+    /// The account's address of record, `sip:user@domain`; From of our requests.
+    pub aor: String,
+    /// Next hop for out-of-dialog requests: the outbound proxy, else the registrar.
+    pub next_hop: Option<Peer>,
+    /// `Route` to add when the next hop is an outbound proxy (loose routing, RFC 3261 §16.12).
+    pub route: Option<String>,
+    /// The registrar's address, to recognise its flow and send keep-alives.
+    pub registrar: Option<Peer>,
+    /// Request-URI of keep-alive OPTIONS (the registrar URI).
+    pub registrar_uri: Option<String>,
+    pub trust: Trust,
+    pub table: TableConfig,
+    pub keepalive: Duration,
+    pub max_dialogs: usize,
+    pub user_agent: String,
+    /// Prefix for branches, tags and Call-IDs, random per process so two runs never collide.
+    pub id_prefix: String,
+}
+
+/// Identifies a request a caller asked us to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+#[derive(Debug)]
+pub enum UaEvent {
+    Registration(RegState),
+    /// Final outcome of a request sent with [`UserAgent::request`]; 408 when it timed out,
+    /// 503 when the transport failed (RFC 3261 §8.1.3.1).
+    Completed {
+        id: RequestId,
+        code: u16,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum UaOutput {
+    Send { to: Peer, bytes: Vec<u8> },
+    Event(UaEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Register,
+    KeepAlive,
+    Request(RequestId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UaError {
+    #[error(
+        "no next hop for {0}: configure sip.registrar or sip.outbound_proxy, or use an IP address in the URI"
+    )]
+    NoRoute(String),
+    #[error("not a usable SIP URI: {0}")]
+    BadUri(String),
+    #[error("transaction layer refused the request: {0}")]
+    Table(String),
+}
+
+/// A request we originated, kept to answer 401/407 challenges (RFC 3261 §22.2).
+#[derive(Debug)]
+struct Outgoing {
+    /// As built, before Via and Route were added.
+    req: Request,
+    to: Peer,
+    cseq: u32,
+    challenges: u32,
+    sent_auth: Option<(AuthKind, Authorization)>,
+}
+
+/// Challenges answered per request before the 401/407 is passed up as the outcome.
+const MAX_CHALLENGES: u32 = 2;
+
+pub struct UserAgent {
+    s: UaSettings,
+    digest: Option<DigestClient>,
+    outgoing: HashMap<RequestId, Outgoing>,
+    table: TransactionTable,
+    peers: HashMap<TransactionKey, Peer>,
+    purposes: HashMap<TransactionKey, Purpose>,
+    registration: Option<Registration>,
+    keepalive_due: Option<Instant>,
+    keepalive_in_flight: bool,
+    metrics: Arc<Metrics>,
+    next: u64,
+    out: VecDeque<UaOutput>,
+}
+
+/// RFC 3261 §20.33 reason phrases for what we send (rsip would print enum names otherwise).
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        410 => "Gone",
+        414 => "Request-URI Too Long",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        423 => "Interval Too Brief",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        491 => "Request Pending",
+        493 => "Undecipherable",
+        502 => "Bad Gateway",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        202 => "Accepted",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
+        408 => "Request Timeout",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        c if c < 200 => "Session Progress",
+        c if c < 300 => "OK",
+        c if c < 400 => "Redirection",
+        c if c < 500 => "Client Error",
+        c if c < 600 => "Server Error",
+        _ => "Global Failure",
+    }
+}
+
+impl UserAgent {
+    pub fn new(
+        s: UaSettings,
+        registration: Option<Registration>,
+        digest: Option<DigestClient>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        UserAgent {
+            digest,
+            outgoing: HashMap::new(),
+            table: TransactionTable::new(s.table),
+            s,
+            peers: HashMap::new(),
+            purposes: HashMap::new(),
+            registration,
+            keepalive_due: None,
+            keepalive_in_flight: false,
+            metrics,
+            next: 0,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn registration_state(&self) -> Option<&RegState> {
+        self.registration.as_ref().map(|r| r.state())
+    }
+
+    /// Starts registering (if an account is configured).
+    pub fn start(&mut self, now: Instant) {
+        if let Some(r) = self.registration.as_mut() {
+            r.start(now);
+        }
+        self.pump(now);
+    }
+
+    /// Un-registers; the driver keeps running until [`UserAgent::is_idle`] or a deadline.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.keepalive_due = None;
+        if let Some(r) = self.registration.as_mut() {
+            r.unregister(now);
+        }
+        self.pump(now);
+    }
+
+    /// True when no REGISTER is in flight (used to wait for the un-REGISTER on shutdown).
+    pub fn is_idle(&self) -> bool {
+        !self.purposes.values().any(|p| *p == Purpose::Register)
+    }
+
+    pub fn poll_output(&mut self) -> Option<UaOutput> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.table.poll_timeout(),
+            self.registration.as_ref().and_then(|r| r.poll_timeout()),
+            self.keepalive_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn on_timeout(&mut self, now: Instant) {
+        self.table.on_timeout(now);
+        if let Some(r) = self.registration.as_mut() {
+            r.on_timeout(now);
+        }
+        if self.keepalive_due.is_some_and(|d| d <= now) {
+            self.keepalive_due = None;
+            self.send_keepalive(now);
+        }
+        self.pump(now);
+    }
+
+    /// Sending to `to` failed, or a connection we opened to it closed.
+    pub fn on_send_failed(&mut self, to: Peer, now: Instant) {
+        let keys: Vec<TransactionKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr == to.addr && p.proto == to.proto)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            let _ = self.table.on_transport_error(&k, now);
+        }
+        // The flow to the registrar broke: register again now (RFC 5626 §4.4.1).
+        if self
+            .s
+            .registrar
+            .is_some_and(|r| r.addr == to.addr && r.proto == to.proto)
+            && let Some(r) = self.registration.as_mut()
+            && r.is_registered()
+        {
+            info!(registrar = %to.addr, "flow to the registrar broke; registering again");
+            r.flow_failed(now);
+        }
+        self.pump(now);
+    }
+
+    /// Bytes framed by the transport.
+    pub fn on_inbound(&mut self, bytes: &[u8], from: Peer, now: Instant) {
+        match message::parse(bytes) {
+            Ok(SipMessage::Request(req)) => self.on_request(req, from, now),
+            Ok(SipMessage::Response(resp)) => self.on_response(resp, now),
+            Err(e) => {
+                let unknown = raw_request_method(bytes).filter(|m| policy::is_unknown_method(m));
+                let reply = match &unknown {
+                    Some(_) => raw_error_response(bytes, 501, reason_phrase(501)),
+                    None => raw_error_response(bytes, 400, &e.reason_phrase()),
+                };
+                match reply {
+                    Some(r) => {
+                        self.metrics.sip_rejected.fetch_add(1, Relaxed);
+                        debug!(error = %e, from = %from.addr, method = ?unknown, "answering an unusable request");
+                        self.out.push_back(UaOutput::Send { to: from, bytes: r });
+                    }
+                    None => debug!(error = %e, from = %from.addr, "dropping unusable SIP message"),
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Sends an out-of-dialog request (OPTIONS, MESSAGE) to `uri`; the outcome arrives as
+    /// [`UaEvent::Completed`].
+    pub fn request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: Option<(&str, Vec<u8>)>,
+        now: Instant,
+    ) -> Result<RequestId, UaError> {
+        let target = rsip::Uri::try_from(uri).map_err(|_| UaError::BadUri(uri.to_string()))?;
+        let to = self
+            .next_hop_for(&target)
+            .ok_or_else(|| UaError::NoRoute(uri.to_string()))?;
+        let id = RequestId(self.fresh());
+        let mut headers = rsip::Headers::default();
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        let tag = self.tag();
+        headers.push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
+        headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
+        headers.push(rsip::headers::CallId::new(self.call_id()).into());
+        headers.push(rsip::headers::CSeq::new(format!("1 {method}")).into());
+        headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
+        let mut req = Request {
+            method,
+            uri: target,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        match body {
+            Some((ctype, bytes)) => {
+                req.headers
+                    .push(rsip::headers::ContentType::new(ctype).into());
+                let (h, b) = (&mut req.headers, &mut req.body);
+                message::set_body(h, b, bytes);
+            }
+            None => req
+                .headers
+                .push(rsip::headers::ContentLength::new("0").into()),
+        }
+        self.send_client(req.clone(), to, Purpose::Request(id), now)?;
+        self.outgoing.insert(
+            id,
+            Outgoing {
+                req,
+                to,
+                cseq: 1,
+                challenges: 0,
+                sent_auth: None,
+            },
+        );
+        self.pump(now);
+        Ok(id)
+    }
+
+    fn next_hop_for(&self, target: &rsip::Uri) -> Option<Peer> {
+        if let Some(hop) = self.s.next_hop {
+            return Some(hop);
+        }
+        // No proxy: only a literal IP address in the URI can be reached without DNS.
+        let ip: std::net::IpAddr = target
+            .host()
+            .to_string()
+            .trim_matches(['[', ']'])
+            .parse()
+            .ok()?;
+        let port = target.port().map(|p| *p.value()).unwrap_or(5060);
+        let proto = match target.transport() {
+            Some(rsip::Transport::Tcp) => Proto::Tcp,
+            _ => Proto::Udp,
+        };
+        Some(Peer {
+            proto,
+            addr: SocketAddr::new(ip, port),
+            conn: None,
+        })
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+    fn tag(&mut self) -> String {
+        let n = self.fresh();
+        format!("{}{n}", self.s.id_prefix)
+    }
+    fn call_id(&mut self) -> String {
+        let host = self.s.sent_by.split(':').next().unwrap_or("gw").to_string();
+        let n = self.fresh();
+        format!("{}{n}@{host}", self.s.id_prefix)
+    }
+
+    /// Adds our Via (and the outbound proxy's Route) and starts a client transaction.
+    fn send_client(
+        &mut self,
+        mut req: Request,
+        to: Peer,
+        purpose: Purpose,
+        now: Instant,
+    ) -> Result<(), UaError> {
+        let n = self.fresh();
+        let branch = format!("z9hG4bK{}{n}", self.s.id_prefix);
+        let via = format!(
+            "SIP/2.0/{} {};branch={};rport",
+            to.proto.via_token(),
+            self.s.sent_by,
+            branch
+        );
+        let mut headers = rsip::Headers::default();
+        headers.push(rsip::headers::Via::new(via).into());
+        if let Some(route) = &self.s.route {
+            headers.push(rsip::headers::Route::new(route.clone()).into());
+        }
+        for h in req.headers.iter() {
+            headers.push(h.clone());
+        }
+        req.headers = headers;
+        let key = self
+            .table
+            .send_request(req, to.proto.reliable(), now)
+            .map_err(|e| UaError::Table(e.to_string()))?;
+        self.peers.insert(key.clone(), to);
+        self.purposes.insert(key, purpose);
+        Ok(())
+    }
+
+    fn send_keepalive(&mut self, now: Instant) {
+        let (Some(registrar), Some(uri)) = (self.s.registrar, self.s.registrar_uri.clone()) else {
+            return;
+        };
+        if !self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.is_registered())
+        {
+            return;
+        }
+        match registrar.proto {
+            // RFC 5626 §4.4.1: CRLF ping on connection-oriented flows.
+            Proto::Tcp => {
+                self.out.push_back(UaOutput::Send {
+                    to: registrar,
+                    bytes: b"\r\n\r\n".to_vec(),
+                });
+                self.keepalive_due = Some(now + self.s.keepalive);
+            }
+            // Jigasi's KEEP_ALIVE_METHOD=OPTIONS: any answer proves the path alive.
+            Proto::Udp => {
+                if self.keepalive_in_flight {
+                    return;
+                }
+                let Ok(target) = rsip::Uri::try_from(uri.as_str()) else {
+                    return;
+                };
+                let mut headers = rsip::Headers::default();
+                headers.push(rsip::headers::MaxForwards::new("70").into());
+                let tag = self.tag();
+                headers
+                    .push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
+                headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
+                headers.push(rsip::headers::CallId::new(self.call_id()).into());
+                headers.push(rsip::headers::CSeq::new("1 OPTIONS").into());
+                headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
+                headers.push(rsip::headers::ContentLength::new("0").into());
+                let req = Request {
+                    method: Method::Options,
+                    uri: target,
+                    version: rsip::Version::V2,
+                    headers,
+                    body: Vec::new(),
+                };
+                if self
+                    .send_client(req, registrar, Purpose::KeepAlive, now)
+                    .is_ok()
+                {
+                    self.keepalive_in_flight = true;
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, mut req: Request, from: Peer, now: Instant) {
+        mark_received(&mut req, from.addr);
+        match self.table.on_request(req, from.proto.reliable(), now) {
+            Ok(Incoming::New { key, request }) => {
+                self.peers.insert(key.clone(), from);
+                self.on_new_request(key, request, from, now);
+            }
+            Ok(Incoming::Cancel {
+                key,
+                request,
+                invite,
+            }) => {
+                self.peers.insert(key.clone(), from);
+                match invite {
+                    Some(ikey) => {
+                        self.answer(&key, &request, 200, now);
+                        if let Some(inv) = self.table.get(&ikey).map(|t| t.request().clone()) {
+                            self.answer(&ikey, &inv, 487, now);
+                        }
+                    }
+                    None => self.answer(&key, &request, 481, now),
+                }
+            }
+            Ok(Incoming::Merged { key, request, .. }) => {
+                self.peers.insert(key.clone(), from);
+                self.answer(&key, &request, 482, now);
+            }
+            Ok(Incoming::Absorbed(_)) => {}
+            // An ACK for a 2xx: we send no 2xx to INVITE yet, so there is no dialog for it.
+            Ok(Incoming::Ack(_)) => debug!(from = %from.addr, "ACK outside any dialog ignored"),
+            Err(rejected) => {
+                self.metrics.sip_rejected.fetch_add(1, Relaxed);
+                let resp = response_to(
+                    &rejected.request,
+                    400,
+                    Some(&format!("Bad Request ({})", rejected.error)),
+                    Some(&self.tag()),
+                );
+                self.out.push_back(UaOutput::Send {
+                    to: from,
+                    bytes: message::to_bytes(&resp.into()),
+                });
+            }
+        }
+    }
+
+    fn on_new_request(&mut self, key: TransactionKey, req: Request, from: Peer, now: Instant) {
+        let verdict = policy::out_of_dialog(&req.method, from.addr.ip(), &self.s.trust);
+        debug!(method = %req.method, from = %from.addr, ?verdict, "request");
+        match verdict {
+            Verdict::Forbidden => {
+                self.metrics.sip_rejected.fetch_add(1, Relaxed);
+                warn!(method = %req.method, from = %from.addr, "request from an untrusted peer refused (add it to sip.trusted?)");
+                self.answer(&key, &req, 403, now);
+            }
+            Verdict::NotAllowed => self.answer(&key, &req, 405, now),
+            Verdict::NotImplemented => self.answer(&key, &req, 501, now),
+            Verdict::Accept => match req.method {
+                Method::Options => self.answer(&key, &req, 200, now),
+                // Until calls and messages are bridged (later issues), say so clearly rather
+                // than accept and drop: 480 tells the caller to try again later.
+                Method::Invite | Method::Message => self.answer(&key, &req, 480, now),
+                Method::Bye | Method::Cancel => self.answer(&key, &req, 481, now),
+                Method::Ack => {}
+                _ => self.answer(&key, &req, 405, now),
+            },
+        }
+    }
+
+    /// Answers the server transaction `key` with `code` (plus the headers that code needs).
+    fn answer(&mut self, key: &TransactionKey, req: &Request, code: u16, now: Instant) {
+        let phrase = match code {
+            480 if req.method == Method::Invite => {
+                "Temporarily Unavailable (calls are not bridged yet)"
+            }
+            480 => "Temporarily Unavailable (messages are not bridged yet)",
+            403 => "Forbidden (not a trusted peer)",
+            c => reason_phrase(c),
+        };
+        let tag = (code > 100).then(|| self.tag());
+        let mut resp = response_to(req, code, Some(phrase), tag.as_deref());
+        if matches!(code, 200 | 405) && req.method == Method::Options || code == 405 {
+            resp.headers
+                .push(rsip::headers::Allow::new(policy::ALLOW).into());
+        }
+        if code == 200 && req.method == Method::Options {
+            resp.headers
+                .push(rsip::headers::Accept::new(policy::ACCEPT).into());
+            if !policy::SUPPORTED.is_empty() {
+                resp.headers
+                    .push(rsip::headers::Supported::new(policy::SUPPORTED).into());
+            }
+        }
+        resp.headers.push(Header::Server(rsip::headers::Server::new(
+            self.s.user_agent.clone(),
+        )));
+        if let Err(e) = self.table.send_response(key, resp, now) {
+            debug!(error = %e, "could not answer");
+        }
+    }
+
+    fn on_response(&mut self, resp: Response, now: Instant) {
+        match self.table.on_response(resp, now) {
+            Ok(ResponseOutcome::Matched(_)) => {}
+            Ok(ResponseOutcome::Unmatched(r)) => {
+                debug!(status = %r.status_code, "response matches no transaction; dropped")
+            }
+            Err(e) => debug!(error = %e, "unusable response dropped"),
+        }
+    }
+
+    /// Drains the table and the registration until both are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some((key, action)) = self.table.poll_action() {
+                progressed = true;
+                self.on_action(key, action, now);
+            }
+            let outputs: Vec<RegOutput> = match self.registration.as_mut() {
+                Some(r) => std::iter::from_fn(|| r.poll_output()).collect(),
+                None => Vec::new(),
+            };
+            for o in outputs {
+                progressed = true;
+                match o {
+                    RegOutput::Send(req) => {
+                        let Some(to) = self.s.registrar else {
+                            continue;
+                        };
+                        let to = self.s.next_hop.unwrap_or(to);
+                        if let Err(e) = self.send_client(*req, to, Purpose::Register, now) {
+                            warn!(error = %e, "cannot send REGISTER");
+                        }
+                    }
+                    RegOutput::State(state) => {
+                        match &state {
+                            RegState::Registered { expires } => {
+                                self.metrics.sip_registered.store(true, Relaxed);
+                                self.metrics.sip_registrations.fetch_add(1, Relaxed);
+                                if self.keepalive_due.is_none() && !self.s.keepalive.is_zero() {
+                                    self.keepalive_due = Some(now + self.s.keepalive);
+                                }
+                                info!(expires, aor = %self.s.aor, "SIP account registered");
+                            }
+                            RegState::Failed { reason, retry_at } => {
+                                self.metrics.sip_registered.store(false, Relaxed);
+                                self.metrics.sip_registration_failures.fetch_add(1, Relaxed);
+                                warn!(%reason, retry_in = ?retry_at.saturating_duration_since(now), "SIP registration failed; retrying with backoff");
+                            }
+                            RegState::Unregistered => {
+                                self.metrics.sip_registered.store(false, Relaxed);
+                                info!("SIP account unregistered");
+                            }
+                            _ => {}
+                        }
+                        self.out
+                            .push_back(UaOutput::Event(UaEvent::Registration(state)));
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_action(&mut self, key: TransactionKey, action: Action, now: Instant) {
+        match action {
+            Action::Send(msg) => match self.peers.get(&key) {
+                Some(to) => self.out.push_back(UaOutput::Send {
+                    to: *to,
+                    bytes: message::to_bytes(&msg),
+                }),
+                None => debug!(%key, "no peer for a transaction message"),
+            },
+            Action::Deliver(resp) => {
+                let code = resp.status_code.code();
+                if code < 200 {
+                    return;
+                }
+                self.metrics.sip_transaction(if code < 300 {
+                    TxOutcome::Success
+                } else {
+                    TxOutcome::Failure
+                });
+                match self.purposes.get(&key).copied() {
+                    Some(Purpose::Register) => {
+                        if let Some(r) = self.registration.as_mut() {
+                            r.on_response(&resp, now);
+                        }
+                    }
+                    Some(Purpose::KeepAlive) => self.keepalive_answered(now),
+                    Some(Purpose::Request(id)) if !self.retry_with_credentials(id, &resp, now) => {
+                        self.outgoing.remove(&id);
+                        self.out.push_back(UaOutput::Event(UaEvent::Completed {
+                            id,
+                            code,
+                            reason: reason_phrase(code).to_string(),
+                        }));
+                    }
+                    Some(Purpose::Request(_)) | None => {}
+                }
+                // Only the first final response matters to a non-INVITE purpose.
+                self.purposes.remove(&key);
+            }
+            Action::Ack(_) => {}
+            Action::Timeout(timer) => {
+                self.metrics.sip_transaction(TxOutcome::Timeout);
+                self.client_failed(
+                    &key,
+                    408,
+                    &format!("no answer (Timer {timer:?})"),
+                    timer,
+                    now,
+                );
+            }
+            Action::TransportError => {
+                self.metrics.sip_transaction(TxOutcome::TransportError);
+                self.client_failed(&key, 503, "transport error", Timer::F, now);
+            }
+            Action::Terminated => {
+                if key.role() == Role::Server {
+                    self.metrics.sip_transaction(TxOutcome::Answered);
+                }
+                self.peers.remove(&key);
+                self.purposes.remove(&key);
+            }
+        }
+    }
+
+    /// Answers a 401/407 to a request we sent: same Call-ID and From tag, CSeq + 1, with
+    /// `Authorization` or `Proxy-Authorization` (RFC 3261 §22.2, §22.3). False when we cannot
+    /// or must not (no credentials, wrong password, too many rounds).
+    fn retry_with_credentials(&mut self, id: RequestId, resp: &Response, now: Instant) -> bool {
+        let code = resp.status_code.code();
+        let Some(kind) = AuthKind::from_status(code) else {
+            return false;
+        };
+        let (Some(digest), Some(out)) = (self.digest.as_mut(), self.outgoing.get_mut(&id)) else {
+            return false;
+        };
+        out.challenges += 1;
+        if out.challenges > MAX_CHALLENGES {
+            return false;
+        }
+        let values: Vec<&str> = resp
+            .headers
+            .iter()
+            .filter_map(|h| match (kind, h) {
+                (AuthKind::Www, Header::WwwAuthenticate(v)) => Some(v.value()),
+                (AuthKind::Proxy, Header::ProxyAuthenticate(v)) => Some(v.value()),
+                _ => None,
+            })
+            .collect();
+        let Ok(challenge) = choose_challenge(values) else {
+            return false;
+        };
+        let sent = out
+            .sent_auth
+            .as_ref()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, a)| a);
+        if classify_rechallenge(sent, &challenge) == Rechallenge::Failed {
+            warn!(
+                code,
+                "credentials refused for an outgoing request (wrong sip.password?)"
+            );
+            return false;
+        }
+        let method = out.req.method.to_string();
+        let uri = out.req.uri.to_string();
+        let Ok(auth) = digest.authorize(
+            &challenge,
+            &DigestRequest {
+                method: &method,
+                uri: &uri,
+                body: &out.req.body,
+            },
+            random_cnonce,
+        ) else {
+            return false;
+        };
+        out.cseq += 1;
+        let cseq = format!("{} {method}", out.cseq);
+        let mut req = out.req.clone();
+        req.headers.retain(|h| {
+            !matches!(
+                h,
+                Header::CSeq(_) | Header::Authorization(_) | Header::ProxyAuthorization(_)
+            )
+        });
+        req.headers.push(rsip::headers::CSeq::new(cseq).into());
+        match kind {
+            AuthKind::Www => req
+                .headers
+                .push(rsip::headers::Authorization::new(auth.value().to_string()).into()),
+            AuthKind::Proxy => req
+                .headers
+                .push(rsip::headers::ProxyAuthorization::new(auth.value().to_string()).into()),
+        }
+        out.sent_auth = Some((kind, auth));
+        let to = out.to;
+        self.send_client(req, to, Purpose::Request(id), now).is_ok()
+    }
+
+    fn keepalive_answered(&mut self, now: Instant) {
+        self.keepalive_in_flight = false;
+        if !self.s.keepalive.is_zero() {
+            self.keepalive_due = Some(now + self.s.keepalive);
+        }
+    }
+
+    fn client_failed(
+        &mut self,
+        key: &TransactionKey,
+        code: u16,
+        why: &str,
+        _timer: Timer,
+        now: Instant,
+    ) {
+        match self.purposes.remove(key) {
+            Some(Purpose::Register) => {
+                if let Some(r) = self.registration.as_mut() {
+                    r.on_failure(why, now);
+                }
+            }
+            Some(Purpose::KeepAlive) => {
+                self.keepalive_in_flight = false;
+                warn!(%why, "registrar did not answer the keep-alive; registering again");
+                if let Some(r) = self.registration.as_mut() {
+                    r.flow_failed(now);
+                }
+            }
+            Some(Purpose::Request(id)) => {
+                self.outgoing.remove(&id);
+                self.out.push_back(UaOutput::Event(UaEvent::Completed {
+                    id,
+                    code,
+                    reason: reason_phrase(code).to_string(),
+                }))
+            }
+            None => {}
+        }
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: record where the request really came from in its top Via
+/// (`received`, and `rport` filled in when the client asked for it).
+fn mark_received(req: &mut Request, from: SocketAddr) {
+    for h in req.headers.iter_mut() {
+        if let Header::Via(via) = h {
+            let value = via.value().to_string();
+            // Several Vias may share one header line; only the first (top) one is ours to mark.
+            let (top, rest) = match value.split_once(',') {
+                Some((t, r)) => (t.to_string(), Some(r.to_string())),
+                None => (value.clone(), None),
+            };
+            let mut params: Vec<String> = top.split(';').map(|p| p.trim().to_string()).collect();
+            let sent_host = params
+                .first()
+                .and_then(|sb| sb.split_whitespace().nth(1))
+                .map(|hp| {
+                    hp.trim_start_matches('[')
+                        .split([']', ':'])
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            for p in params.iter_mut().skip(1) {
+                if p.eq_ignore_ascii_case("rport") {
+                    *p = format!("rport={}", from.port());
+                }
+            }
+            if sent_host != from.ip().to_string()
+                && !params
+                    .iter()
+                    .any(|p| p.to_ascii_lowercase().starts_with("received="))
+            {
+                params.push(format!("received={}", from.ip()));
+            }
+            let mut new = params.join(";");
+            if let Some(r) = rest {
+                new.push(',');
+                new.push_str(&r);
+            }
+            *via = rsip::headers::Via::new(new);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsip::prelude::*;
+
+    #[test]
+    fn received_and_rport() {
+        let text = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP host.example:5071;branch=z9hG4bK1;rport\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:gw@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let SipMessage::Request(mut req) = SipMessage::try_from(text).unwrap() else {
+            unreachable!()
+        };
+        mark_received(&mut req, "192.0.2.7:40000".parse().unwrap());
+        let via = req.via_header().unwrap().value().to_string();
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP host.example:5071;branch=z9hG4bK1;rport=40000;received=192.0.2.7"
+        );
+        // same host: no received
+        let text2 = text.replace("host.example", "192.0.2.7");
+        let SipMessage::Request(mut req) = SipMessage::try_from(text2.as_str()).unwrap() else {
+            unreachable!()
+        };
+        mark_received(&mut req, "192.0.2.7:5071".parse().unwrap());
+        assert_eq!(
+            req.via_header().unwrap().value(),
+            "SIP/2.0/UDP 192.0.2.7:5071;branch=z9hG4bK1;rport=5071"
+        );
+    }
+}
