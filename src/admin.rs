@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{Metrics, TxOutcome};
 use crate::sip::registration::RegState;
-use crate::sip::service::{SipCommand, SipStatus};
+use crate::sip::service::{SipAction, SipCommand, SipStatus};
 use crate::xmpp::link::{LinkHandle, LinkState};
 use crate::xmpp::router::PRODUCT_NAME;
 use crate::xmpp::stanza::Kind;
@@ -66,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/debug/sip/options", get(sip_options))
         .route("/debug/sip/message", axum::routing::post(sip_message))
+        .route("/debug/sip/call", axum::routing::post(sip_call))
         .with_state(state)
 }
 
@@ -153,15 +154,11 @@ struct UriQuery {
     uri: String,
 }
 
-/// How long a diagnostic request may take: Timer F (64·T1 = 32 s by default) plus slack.
-const DIAGNOSTIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(40);
+/// How long a diagnostic request may take: Timer B/F (64·T1 = 32 s by default), a call's
+/// hold (at most 60 s) and the BYE's own Timer F, plus slack.
+const DIAGNOSTIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(130);
 
-async fn sip_request(
-    s: &AdminState,
-    method: rsip::Method,
-    uri: String,
-    body: Option<(String, Vec<u8>)>,
-) -> Response {
+async fn sip_request(s: &AdminState, action: SipAction, uri: String) -> Response {
     if !s.diagnostics {
         return (
             StatusCode::NOT_FOUND,
@@ -170,12 +167,7 @@ async fn sip_request(
             .into_response();
     }
     let (reply, rx) = oneshot::channel();
-    let cmd = SipCommand {
-        method,
-        uri,
-        body,
-        reply,
-    };
+    let cmd = SipCommand { action, uri, reply };
     if s.sip_commands.send(cmd).await.is_err() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -184,7 +176,14 @@ async fn sip_request(
             .into_response();
     }
     match tokio::time::timeout(DIAGNOSTIC_TIMEOUT, rx).await {
-        Ok(Ok(Ok((code, reason)))) => Json(json!({"code": code, "reason": reason})).into_response(),
+        Ok(Ok(Ok(o))) => {
+            let mut v = json!({"code": o.code, "reason": o.reason});
+            if let Some(bye) = o.bye {
+                v["bye"] = json!(bye);
+                v["bye_by_peer"] = json!(o.bye_by_peer);
+            }
+            Json(v).into_response()
+        }
         Ok(Ok(Err(e))) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
         _ => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -199,7 +198,11 @@ async fn sip_options(
     State(s): State<AdminState>,
     axum::extract::Query(q): axum::extract::Query<UriQuery>,
 ) -> Response {
-    sip_request(&s, rsip::Method::Options, q.uri, None).await
+    let action = SipAction::Request {
+        method: rsip::Method::Options,
+        body: None,
+    };
+    sip_request(&s, action, q.uri).await
 }
 
 /// `POST /debug/sip/message?uri=…` with a text body: a MESSAGE (RFC 3428) from the account.
@@ -208,11 +211,27 @@ async fn sip_message(
     axum::extract::Query(q): axum::extract::Query<UriQuery>,
     body: String,
 ) -> Response {
-    sip_request(
-        &s,
-        rsip::Method::Message,
-        q.uri,
-        Some(("text/plain;charset=utf-8".into(), body.into_bytes())),
-    )
-    .await
+    let body = Some(("text/plain;charset=utf-8".to_string(), body.into_bytes()));
+    let action = SipAction::Request {
+        method: rsip::Method::Message,
+        body,
+    };
+    sip_request(&s, action, q.uri).await
+}
+
+#[derive(serde::Deserialize)]
+struct CallQuery {
+    uri: String,
+    /// How long to stay in the call before the BYE, milliseconds (at most 60 s).
+    #[serde(default)]
+    hold_ms: u64,
+}
+
+/// `POST /debug/sip/call?uri=…&hold_ms=…`: a probe call (INVITE, ACK, hold, BYE; no media).
+async fn sip_call(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<CallQuery>,
+) -> Response {
+    let hold = std::time::Duration::from_millis(q.hold_ms.min(60_000));
+    sip_request(&s, SipAction::Call { hold }, q.uri).await
 }

@@ -2,6 +2,7 @@
 //! authentication and upstream registration. Messages are parsed and printed with `rsip`;
 //! everything rsip lacks is here, as pure state machines driven by `transport.rs`.
 pub mod auth;
+pub mod dialog;
 pub mod message;
 pub mod policy;
 pub mod registration;

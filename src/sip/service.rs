@@ -53,15 +53,36 @@ impl SipStatus {
     }
 }
 
-/// Where the final outcome of a [`SipCommand`] goes: `(code, reason)` or an error text.
-pub type Reply = oneshot::Sender<Result<(u16, String), String>>;
+/// The final outcome of a [`SipCommand`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: u16,
+    pub reason: String,
+    /// For calls: the BYE's final code, when the call was answered.
+    pub bye: Option<u16>,
+    pub bye_by_peer: bool,
+}
+
+/// Where the outcome of a [`SipCommand`] goes, or an error text.
+pub type Reply = oneshot::Sender<Result<Outcome, String>>;
+
+/// What to send.
+#[derive(Debug)]
+pub enum SipAction {
+    /// An out-of-dialog request (OPTIONS, MESSAGE) with an optional `(content type, body)`.
+    Request {
+        method: Method,
+        body: Option<(String, Vec<u8>)>,
+    },
+    /// A probe call: INVITE, ACK, hold, BYE (no media yet).
+    Call { hold: Duration },
+}
 
 /// A request to send from outside the SIP task (diagnostics now; messaging later).
 #[derive(Debug)]
 pub struct SipCommand {
-    pub method: Method,
+    pub action: SipAction,
     pub uri: String,
-    pub body: Option<(String, Vec<u8>)>,
     /// `(code, reason)` of the final response, or an error text.
     pub reply: Reply,
 }
@@ -289,8 +310,15 @@ pub async fn start(
                     }
                 }
                 Some(cmd) = cmd_rx.recv(), if stopping.is_none() => {
-                    let body = cmd.body.as_ref().map(|(t, b)| (t.as_str(), b.clone()));
-                    match ua.request(cmd.method, &cmd.uri, body, Instant::now().into_std()) {
+                    let now = Instant::now().into_std();
+                    let started = match cmd.action {
+                        SipAction::Request { method, body } => {
+                            let body = body.as_ref().map(|(t, b)| (t.as_str(), b.clone()));
+                            ua.request(method, &cmd.uri, body, now)
+                        }
+                        SipAction::Call { hold } => ua.call(&cmd.uri, hold, now),
+                    };
+                    match started {
                         Ok(id) => { pending.insert(id, cmd.reply); }
                         Err(e) => { let _ = cmd.reply.send(Err(e.to_string())); }
                     }
@@ -329,9 +357,30 @@ fn drain(
             }
             UaOutput::Event(UaEvent::Completed { id, code, reason }) => {
                 if let Some(reply) = pending.remove(&id) {
-                    let _ = reply.send(Ok((code, reason)));
+                    let _ = reply.send(Ok(Outcome {
+                        code,
+                        reason,
+                        bye: None,
+                        bye_by_peer: false,
+                    }));
                 } else {
                     warn!(?id, code, "completion for an unknown request");
+                }
+            }
+            UaOutput::Event(UaEvent::CallEnded {
+                id,
+                code,
+                reason,
+                bye,
+                bye_by_peer,
+            }) => {
+                if let Some(reply) = pending.remove(&id) {
+                    let _ = reply.send(Ok(Outcome {
+                        code,
+                        reason,
+                        bye,
+                        bye_by_peer,
+                    }));
                 }
             }
         }

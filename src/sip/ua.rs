@@ -18,6 +18,7 @@ use super::auth::{
     AuthKind, Authorization, DigestClient, DigestRequest, Rechallenge, choose_challenge,
     classify_rechallenge, random_cnonce,
 };
+use super::dialog::Dialog;
 use super::message::{self, raw_error_response, raw_request_method, response_to};
 use super::policy::{self, Trust, Verdict};
 use super::registration::{RegOutput, RegState, Registration};
@@ -67,6 +68,15 @@ pub enum UaEvent {
         code: u16,
         reason: String,
     },
+    /// A probe call ended: the INVITE's final code and, if it was answered, the BYE's
+    /// (`bye_by_peer` when the far end hung up first).
+    CallEnded {
+        id: RequestId,
+        code: u16,
+        reason: String,
+        bye: Option<u16>,
+        bye_by_peer: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -80,6 +90,23 @@ enum Purpose {
     Register,
     KeepAlive,
     Request(RequestId),
+    /// The INVITE of a probe call (see [`UserAgent::call`]).
+    Call(RequestId),
+    /// The BYE ending a probe call.
+    Bye(RequestId),
+}
+
+/// A call placed by [`UserAgent::call`]: INVITE, ACK, hold, BYE. It carries no media (its
+/// offer is `a=inactive`) until the media engine exists; it proves signalling end to end.
+#[derive(Debug)]
+struct ProbeCall {
+    hold: Duration,
+    dialog: Option<Dialog>,
+    /// Where ACK and BYE go (first route, else the remote target, else the proxy).
+    hop: Option<Peer>,
+    invite_code: Option<u16>,
+    bye_due: Option<Instant>,
+    bye_sent: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +136,7 @@ struct Outgoing {
 const MAX_CHALLENGES: u32 = 2;
 
 pub struct UserAgent {
+    calls: HashMap<RequestId, ProbeCall>,
     s: UaSettings,
     digest: Option<DigestClient>,
     outgoing: HashMap<RequestId, Outgoing>,
@@ -193,6 +221,7 @@ impl UserAgent {
         metrics: Arc<Metrics>,
     ) -> Self {
         UserAgent {
+            calls: HashMap::new(),
             digest,
             outgoing: HashMap::new(),
             table: TransactionTable::new(s.table),
@@ -243,6 +272,7 @@ impl UserAgent {
             self.table.poll_timeout(),
             self.registration.as_ref().and_then(|r| r.poll_timeout()),
             self.keepalive_due,
+            self.calls.values().filter_map(|c| c.bye_due).min(),
         ]
         .into_iter()
         .flatten()
@@ -257,6 +287,15 @@ impl UserAgent {
         if self.keepalive_due.is_some_and(|d| d <= now) {
             self.keepalive_due = None;
             self.send_keepalive(now);
+        }
+        let due: Vec<RequestId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.bye_due.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.send_bye(id, now);
         }
         self.pump(now);
     }
@@ -553,7 +592,21 @@ impl UserAgent {
                 // Until calls and messages are bridged (later issues), say so clearly rather
                 // than accept and drop: 480 tells the caller to try again later.
                 Method::Invite | Method::Message => self.answer(&key, &req, 480, now),
-                Method::Bye | Method::Cancel => self.answer(&key, &req, 481, now),
+                Method::Bye => {
+                    let call = self
+                        .calls
+                        .iter()
+                        .find(|(_, c)| c.dialog.as_ref().is_some_and(|d| d.matches(&req)))
+                        .map(|(id, _)| *id);
+                    match call {
+                        Some(id) => {
+                            self.answer(&key, &req, 200, now);
+                            self.end_call(id, Some(200), true);
+                        }
+                        None => self.answer(&key, &req, 481, now),
+                    }
+                }
+                Method::Cancel => self.answer(&key, &req, 481, now),
                 Method::Ack => {}
                 _ => self.answer(&key, &req, 405, now),
             },
@@ -693,6 +746,13 @@ impl UserAgent {
                         }));
                     }
                     Some(Purpose::Request(_)) | None => {}
+                    Some(Purpose::Call(id)) => {
+                        self.on_call_response(id, &resp, now);
+                        // INVITE transactions stay until Terminated: 2xx retransmissions
+                        // (RFC 6026 Accepted state) must be ACKed again.
+                        return;
+                    }
+                    Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
                 }
                 // Only the first final response matters to a non-INVITE purpose.
                 self.purposes.remove(&key);
@@ -793,8 +853,192 @@ impl UserAgent {
                 .push(rsip::headers::ProxyAuthorization::new(auth.value().to_string()).into()),
         }
         out.sent_auth = Some((kind, auth));
+        out.req = req.clone();
         let to = out.to;
-        self.send_client(req, to, Purpose::Request(id), now).is_ok()
+        let purpose = if self.calls.contains_key(&id) {
+            Purpose::Call(id)
+        } else {
+            Purpose::Request(id)
+        };
+        self.send_client(req, to, purpose, now).is_ok()
+    }
+
+    /// Places a probe call: INVITE `uri` (offer `a=inactive`: no media yet), ACK the 2xx,
+    /// hold for `hold`, BYE. The outcome arrives as [`UaEvent::CallEnded`].
+    pub fn call(&mut self, uri: &str, hold: Duration, now: Instant) -> Result<RequestId, UaError> {
+        let target = rsip::Uri::try_from(uri).map_err(|_| UaError::BadUri(uri.to_string()))?;
+        let to = self
+            .next_hop_for(&target)
+            .ok_or_else(|| UaError::NoRoute(uri.to_string()))?;
+        let id = RequestId(self.fresh());
+        let tag = self.tag();
+        let call_id = self.call_id();
+        let host = self
+            .s
+            .sent_by
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.s.sent_by)
+            .trim_matches(['[', ']'])
+            .to_string();
+        let ip_kind = if host.contains(':') { "IP6" } else { "IP4" };
+        let sdp = format!(
+            "v=0\r\no=- {id} 1 IN {ip_kind} {host}\r\ns=xmpp-sip-gateway\r\nc=IN {ip_kind} {host}\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=inactive\r\n",
+            id = id.0
+        );
+        let mut headers = rsip::Headers::default();
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        headers.push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
+        headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
+        headers.push(rsip::headers::CallId::new(call_id).into());
+        headers.push(rsip::headers::CSeq::new("1 INVITE").into());
+        headers.push(rsip::headers::Contact::new(format!("<{}>", self.s.contact)).into());
+        headers.push(rsip::headers::Allow::new(policy::ALLOW).into());
+        headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
+        headers.push(rsip::headers::ContentType::new("application/sdp").into());
+        let mut req = Request {
+            method: Method::Invite,
+            uri: target,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        {
+            let (h, b) = (&mut req.headers, &mut req.body);
+            message::set_body(h, b, sdp.into_bytes());
+        }
+        self.calls.insert(
+            id,
+            ProbeCall {
+                hold,
+                dialog: None,
+                hop: None,
+                invite_code: None,
+                bye_due: None,
+                bye_sent: false,
+            },
+        );
+        self.send_client(req.clone(), to, Purpose::Call(id), now)?;
+        self.outgoing.insert(
+            id,
+            Outgoing {
+                req,
+                to,
+                cseq: 1,
+                challenges: 0,
+                sent_auth: None,
+            },
+        );
+        self.pump(now);
+        Ok(id)
+    }
+
+    fn on_call_response(&mut self, id: RequestId, resp: &Response, now: Instant) {
+        let code = resp.status_code.code();
+        if code >= 300 {
+            if self.calls.get(&id).is_some_and(|c| c.invite_code.is_some()) {
+                return;
+            }
+            // The ICT already ACKed the failure (RFC 3261 §17.1.1.3).
+            if !self.retry_with_credentials(id, resp, now) {
+                self.outgoing.remove(&id);
+                self.calls.remove(&id);
+                self.out.push_back(UaOutput::Event(UaEvent::CallEnded {
+                    id,
+                    code,
+                    reason: reason_phrase(code).to_string(),
+                    bye: None,
+                    bye_by_peer: false,
+                }));
+            }
+            return;
+        }
+        let Some(out) = self.outgoing.get(&id) else {
+            return;
+        };
+        let (invite, fallback) = (out.req.clone(), out.to);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.dialog.is_none() {
+            match Dialog::from_uac(&invite, resp) {
+                Ok(d) => {
+                    call.hop = Some(hop_of(&d.next_hop_uri(), fallback));
+                    call.dialog = Some(d);
+                    call.invite_code = Some(code);
+                    call.bye_due = Some(now + call.hold);
+                }
+                Err(e) => {
+                    warn!(error = %e, "2xx to INVITE unusable; the call cannot be confirmed");
+                    return;
+                }
+            }
+        }
+        // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
+        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            return;
+        };
+        if let Ok(ack) = dialog.ack(&self.s.user_agent) {
+            let n = self.next + 1;
+            self.next = n;
+            let via = format!(
+                "SIP/2.0/{} {};branch=z9hG4bK{}{n};rport",
+                hop.proto.via_token(),
+                self.s.sent_by,
+                self.s.id_prefix
+            );
+            let mut msg = ack;
+            let mut headers = rsip::Headers::default();
+            headers.push(rsip::headers::Via::new(via).into());
+            for h in msg.headers.iter() {
+                headers.push(h.clone());
+            }
+            msg.headers = headers;
+            self.out.push_back(UaOutput::Send {
+                to: hop,
+                bytes: message::to_bytes(&msg.into()),
+            });
+        }
+    }
+
+    fn send_bye(&mut self, id: RequestId, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.bye_due = None;
+        if call.bye_sent {
+            return;
+        }
+        call.bye_sent = true;
+        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            return;
+        };
+        match dialog.request(Method::Bye, None, &self.s.user_agent) {
+            Ok(bye) => {
+                if let Err(e) = self.send_client(bye, hop, Purpose::Bye(id), now) {
+                    warn!(error = %e, "cannot send BYE");
+                    self.end_call(id, None, false);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot build BYE");
+                self.end_call(id, None, false);
+            }
+        }
+    }
+
+    fn end_call(&mut self, id: RequestId, bye: Option<u16>, by_peer: bool) {
+        self.outgoing.remove(&id);
+        if let Some(call) = self.calls.remove(&id) {
+            let code = call.invite_code.unwrap_or(0);
+            self.out.push_back(UaOutput::Event(UaEvent::CallEnded {
+                id,
+                code,
+                reason: reason_phrase(code).to_string(),
+                bye,
+                bye_by_peer: by_peer,
+            }));
+        }
     }
 
     fn keepalive_answered(&mut self, now: Instant) {
@@ -825,6 +1069,18 @@ impl UserAgent {
                     r.flow_failed(now);
                 }
             }
+            Some(Purpose::Call(id)) => {
+                self.outgoing.remove(&id);
+                self.calls.remove(&id);
+                self.out.push_back(UaOutput::Event(UaEvent::CallEnded {
+                    id,
+                    code,
+                    reason: reason_phrase(code).to_string(),
+                    bye: None,
+                    bye_by_peer: false,
+                }));
+            }
+            Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
             Some(Purpose::Request(id)) => {
                 self.outgoing.remove(&id);
                 self.out.push_back(UaOutput::Event(UaEvent::Completed {
@@ -835,6 +1091,33 @@ impl UserAgent {
             }
             None => {}
         }
+    }
+}
+
+/// The transport address of an in-dialog next hop: an IP literal in the URI, else `fallback`
+/// (the proxy we sent the INVITE through; DNS is not used here).
+fn hop_of(uri: &str, fallback: Peer) -> Peer {
+    let Ok(u) = rsip::Uri::try_from(uri) else {
+        return fallback;
+    };
+    let Ok(ip) = u
+        .host()
+        .to_string()
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+    else {
+        return fallback;
+    };
+    let port = u.port().map(|p| *p.value()).unwrap_or(5060);
+    let proto = match u.transport() {
+        Some(rsip::Transport::Tcp) => Proto::Tcp,
+        Some(rsip::Transport::Udp) => Proto::Udp,
+        _ => fallback.proto,
+    };
+    Peer {
+        proto,
+        addr: SocketAddr::new(ip, port),
+        conn: None,
     }
 }
 

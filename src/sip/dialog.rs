@@ -1,0 +1,439 @@
+//! INVITE dialogs (RFC 3261 §12): the state two user agents share after a 2xx (or a 1xx with a
+//! To tag): Call-ID, tags, CSeq counters, the route set and the remote target. Builds the
+//! requests sent inside the dialog (ACK for 2xx, BYE, re-INVITE) and checks requests received
+//! in it. Pure: no transactions, no I/O.
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, Response};
+
+/// RFC 3261 §12: a dialog is identified by Call-ID, local tag and remote tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogState {
+    /// Created by a provisional response with a To tag (RFC 3261 §12.1).
+    Early,
+    Confirmed,
+    Terminated,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DialogError {
+    #[error("response has no To tag")]
+    NoRemoteTag,
+    #[error("2xx to INVITE has no usable Contact")]
+    NoContact,
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    /// RFC 3261 §12.2.2: a request with a lower CSeq than the last one is out of order (500).
+    #[error("CSeq {got} lower than {last}")]
+    CSeqOutOfOrder { got: u32, last: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub id: DialogId,
+    pub state: DialogState,
+    /// Our URI as in From (UAC) or To (UAS), with no tag.
+    pub local_uri: String,
+    pub remote_uri: String,
+    /// Where in-dialog requests go: the peer's Contact (refreshed by re-INVITE 2xx, §12.2.1.2).
+    pub remote_target: String,
+    /// Route headers for in-dialog requests, in the order they are sent.
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub remote_cseq: Option<u32>,
+    /// CSeq number of the INVITE that created the dialog (its ACK reuses it, §13.2.2.4).
+    pub invite_cseq: u32,
+}
+
+/// `<sip:x>;tag=y` → `("<sip:x>", Some("y"))`: the name-addr and its tag.
+fn split_tag(value: &str) -> (String, Option<String>) {
+    let mut tag = None;
+    let mut kept = Vec::new();
+    // Parameters after the closing '>' (or after the URI when there are no brackets).
+    let (addr, params) = match value.find('>') {
+        Some(i) => (&value[..=i], &value[i + 1..]),
+        None => match value.find(';') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        },
+    };
+    for p in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("tag") => {
+                tag = Some(v.trim().to_string())
+            }
+            _ => kept.push(p.to_string()),
+        }
+    }
+    let mut out = addr.trim().to_string();
+    for p in kept {
+        out.push(';');
+        out.push_str(&p);
+    }
+    (out, tag)
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:bob@h;transport=tcp>;expires=3` → `sip:bob@h;transport=tcp`).
+pub fn addr_spec(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].trim().to_string(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_string(),
+    }
+}
+
+fn header_value(headers: &rsip::Headers, pick: fn(&Header) -> Option<&str>) -> Option<&str> {
+    headers.iter().find_map(pick)
+}
+
+fn cseq_number(headers: &rsip::Headers) -> Option<u32> {
+    headers.iter().find_map(|h| match h {
+        Header::CSeq(c) => c
+            .value()
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok()),
+        _ => None,
+    })
+}
+
+/// All Record-Route entries in order (several may share one header line).
+fn record_routes(headers: &rsip::Headers) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in headers.iter() {
+        if let Header::RecordRoute(rr) = h {
+            out.extend(split_list(rr.value()));
+        }
+    }
+    out
+}
+
+/// Splits a comma-separated header list, ignoring commas inside `<…>` and quotes.
+fn split_list(v: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0i32, false);
+    for c in v.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth <= 0 => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+impl Dialog {
+    /// UAC side (RFC 3261 §12.1.2): from our INVITE and a response with a To tag.
+    pub fn from_uac(invite: &Request, resp: &Response) -> Result<Dialog, DialogError> {
+        let from = header_value(&invite.headers, |h| match h {
+            Header::From(f) => Some(f.value()),
+            _ => None,
+        })
+        .ok_or(DialogError::Missing("From"))?;
+        let to = header_value(&resp.headers, |h| match h {
+            Header::To(t) => Some(t.value()),
+            _ => None,
+        })
+        .ok_or(DialogError::Missing("To"))?;
+        let call_id = header_value(&invite.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        })
+        .ok_or(DialogError::Missing("Call-ID"))?;
+        let (local_uri, local_tag) = split_tag(from);
+        let (remote_uri, remote_tag) = split_tag(to);
+        let remote_tag = remote_tag.ok_or(DialogError::NoRemoteTag)?;
+        let code = resp.status_code.code();
+        let remote_target = header_value(&resp.headers, |h| match h {
+            Header::Contact(c) => Some(c.value()),
+            _ => None,
+        })
+        .map(addr_spec)
+        .or_else(|| (code < 200).then(|| invite.uri.to_string()))
+        .ok_or(DialogError::NoContact)?;
+        // §12.1.2: the UAC's route set is the Record-Route list in reverse.
+        let mut route_set = record_routes(&resp.headers);
+        route_set.reverse();
+        let invite_cseq = cseq_number(&invite.headers).ok_or(DialogError::Missing("CSeq"))?;
+        Ok(Dialog {
+            id: DialogId {
+                call_id: call_id.to_string(),
+                local_tag: local_tag.unwrap_or_default(),
+                remote_tag,
+            },
+            state: if (200..300).contains(&code) {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
+            local_uri,
+            remote_uri,
+            remote_target,
+            route_set,
+            local_cseq: invite_cseq,
+            remote_cseq: None,
+            invite_cseq,
+        })
+    }
+
+    /// UAS side (RFC 3261 §12.1.1): from the INVITE we received and the To tag we chose.
+    pub fn from_uas(invite: &Request, local_tag: &str) -> Result<Dialog, DialogError> {
+        let from = header_value(&invite.headers, |h| match h {
+            Header::From(f) => Some(f.value()),
+            _ => None,
+        })
+        .ok_or(DialogError::Missing("From"))?;
+        let to = header_value(&invite.headers, |h| match h {
+            Header::To(t) => Some(t.value()),
+            _ => None,
+        })
+        .ok_or(DialogError::Missing("To"))?;
+        let call_id = header_value(&invite.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        })
+        .ok_or(DialogError::Missing("Call-ID"))?;
+        let (remote_uri, remote_tag) = split_tag(from);
+        let (local_uri, _) = split_tag(to);
+        let remote_target = header_value(&invite.headers, |h| match h {
+            Header::Contact(c) => Some(c.value()),
+            _ => None,
+        })
+        .map(addr_spec)
+        .ok_or(DialogError::NoContact)?;
+        let remote_cseq = cseq_number(&invite.headers).ok_or(DialogError::Missing("CSeq"))?;
+        Ok(Dialog {
+            id: DialogId {
+                call_id: call_id.to_string(),
+                local_tag: local_tag.to_string(),
+                remote_tag: remote_tag.ok_or(DialogError::NoRemoteTag)?,
+            },
+            state: DialogState::Early,
+            local_uri,
+            remote_uri,
+            remote_target,
+            // §12.1.1: the UAS's route set is the Record-Route list in order.
+            route_set: record_routes(&invite.headers),
+            local_cseq: 0,
+            remote_cseq: Some(remote_cseq),
+            invite_cseq: remote_cseq,
+        })
+    }
+
+    /// Where to send an in-dialog request: the first route if it is a loose router, else the
+    /// remote target (strict routing, RFC 2543, is not supported).
+    pub fn next_hop_uri(&self) -> String {
+        self.route_set
+            .first()
+            .map(|r| addr_spec(r))
+            .unwrap_or_else(|| self.remote_target.clone())
+    }
+
+    /// An in-dialog request (§12.2.1.1) without Via (the caller adds it). `cseq` = None takes
+    /// the next local CSeq; ACK passes the INVITE's.
+    pub fn request(
+        &mut self,
+        method: Method,
+        cseq: Option<u32>,
+        user_agent: &str,
+    ) -> Result<Request, DialogError> {
+        let n = match cseq {
+            Some(n) => n,
+            None => {
+                self.local_cseq += 1;
+                self.local_cseq
+            }
+        };
+        let uri =
+            rsip::Uri::try_from(self.remote_target.as_str()).map_err(|_| DialogError::NoContact)?;
+        let mut headers = rsip::Headers::default();
+        for r in &self.route_set {
+            headers.push(rsip::headers::Route::new(r.clone()).into());
+        }
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        headers.push(
+            rsip::headers::From::new(format!("{};tag={}", self.local_uri, self.id.local_tag))
+                .into(),
+        );
+        headers.push(
+            rsip::headers::To::new(format!("{};tag={}", self.remote_uri, self.id.remote_tag))
+                .into(),
+        );
+        headers.push(rsip::headers::CallId::new(self.id.call_id.clone()).into());
+        headers.push(rsip::headers::CSeq::new(format!("{n} {method}")).into());
+        headers.push(rsip::headers::UserAgent::new(user_agent.to_string()).into());
+        headers.push(rsip::headers::ContentLength::new("0").into());
+        Ok(Request {
+            method,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        })
+    }
+
+    /// The ACK for a 2xx (§13.2.2.4): same CSeq number as the INVITE, method ACK.
+    pub fn ack(&mut self, user_agent: &str) -> Result<Request, DialogError> {
+        self.request(Method::Ack, Some(self.invite_cseq), user_agent)
+    }
+
+    /// Whether `req` belongs to this dialog (Call-ID and both tags, §12.2.2).
+    pub fn matches(&self, req: &Request) -> bool {
+        let call_id = header_value(&req.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        });
+        let from_tag = header_value(&req.headers, |h| match h {
+            Header::From(f) => Some(f.value()),
+            _ => None,
+        })
+        .and_then(|v| split_tag(v).1);
+        let to_tag = header_value(&req.headers, |h| match h {
+            Header::To(t) => Some(t.value()),
+            _ => None,
+        })
+        .and_then(|v| split_tag(v).1);
+        call_id == Some(self.id.call_id.as_str())
+            && from_tag.as_deref() == Some(self.id.remote_tag.as_str())
+            && to_tag.as_deref() == Some(self.id.local_tag.as_str())
+    }
+
+    /// Checks and records the CSeq of a request received in the dialog (§12.2.2). ACK and
+    /// CANCEL carry the CSeq of their INVITE and are not checked.
+    pub fn accept_remote_cseq(&mut self, req: &Request) -> Result<(), DialogError> {
+        if matches!(req.method, Method::Ack | Method::Cancel) {
+            return Ok(());
+        }
+        let n = cseq_number(&req.headers).ok_or(DialogError::Missing("CSeq"))?;
+        if let Some(last) = self.remote_cseq
+            && n <= last
+        {
+            return Err(DialogError::CSeqOutOfOrder { got: n, last });
+        }
+        self.remote_cseq = Some(n);
+        Ok(())
+    }
+
+    /// A 2xx to a re-INVITE or a target-refresh request updates the remote target (§12.2.1.2).
+    pub fn refresh_target(&mut self, resp: &Response) {
+        if let Some(c) = header_value(&resp.headers, |h| match h {
+            Header::Contact(c) => Some(c.value()),
+            _ => None,
+        }) {
+            self.remote_target = addr_spec(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsip::SipMessage;
+
+    fn req(text: &str) -> Request {
+        match SipMessage::try_from(text).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+    fn resp(text: &str) -> Response {
+        match SipMessage::try_from(text).unwrap() {
+            SipMessage::Response(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    const INVITE: &str = "INVITE sip:bob@sip.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:gateway@sip.test>;tag=gw1\r\nTo: <sip:bob@sip.test>\r\nCall-ID: c1@127.0.0.1\r\nCSeq: 2 INVITE\r\nContact: <sip:gateway@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n";
+    const OK: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nRecord-Route: <sip:127.0.0.1:5060;lr>, <sip:10.0.0.1;lr>\r\nFrom: <sip:gateway@sip.test>;tag=gw1\r\nTo: <sip:bob@sip.test>;tag=bob9\r\nCall-ID: c1@127.0.0.1\r\nCSeq: 2 INVITE\r\nContact: \"Bob\" <sip:bob@127.0.0.1:5080;transport=udp>;expires=60\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn uac_dialog_ack_and_bye() {
+        let mut d = Dialog::from_uac(&req(INVITE), &resp(OK)).unwrap();
+        assert_eq!(d.state, DialogState::Confirmed);
+        assert_eq!(d.id.remote_tag, "bob9");
+        assert_eq!(d.remote_target, "sip:bob@127.0.0.1:5080;transport=udp");
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:10.0.0.1;lr>", "<sip:127.0.0.1:5060;lr>"]
+        );
+        assert_eq!(d.next_hop_uri(), "sip:10.0.0.1;lr");
+        let ack = SipMessage::from(d.ack("ua").unwrap()).to_string();
+        assert!(
+            ack.to_ascii_lowercase()
+                .starts_with("ack sip:bob@127.0.0.1:5080;transport=udp sip/2.0\r\n"),
+            "{ack}"
+        );
+        assert!(ack.contains("CSeq: 2 ACK"));
+        assert!(ack.contains("To: <sip:bob@sip.test>;tag=bob9"));
+        assert!(ack.contains("From: <sip:gateway@sip.test>;tag=gw1"));
+        let bye = SipMessage::from(d.request(Method::Bye, None, "ua").unwrap()).to_string();
+        assert!(bye.contains("CSeq: 3 BYE"), "{bye}");
+        let routes: Vec<_> = bye.lines().filter(|l| l.starts_with("Route:")).collect();
+        assert_eq!(
+            routes,
+            vec!["Route: <sip:10.0.0.1;lr>", "Route: <sip:127.0.0.1:5060;lr>"]
+        );
+    }
+
+    #[test]
+    fn uas_dialog_matching_and_cseq() {
+        let mut d = Dialog::from_uas(&req(INVITE), "mine").unwrap();
+        assert_eq!(d.remote_target, "sip:gateway@127.0.0.1:5070");
+        let bye = req(&INVITE
+            .replace("INVITE sip", "BYE sip")
+            .replace("2 INVITE", "3 BYE")
+            .replace("<sip:bob@sip.test>\r\n", "<sip:bob@sip.test>;tag=mine\r\n"));
+        assert!(d.matches(&bye));
+        assert_eq!(d.accept_remote_cseq(&bye), Ok(()));
+        assert_eq!(
+            d.accept_remote_cseq(&bye),
+            Err(DialogError::CSeqOutOfOrder { got: 3, last: 3 })
+        );
+        let other = req(&INVITE.replace("tag=gw1", "tag=zz"));
+        assert!(!d.matches(&other));
+    }
+
+    #[test]
+    fn errors_not_panics() {
+        let no_tag = OK.replace(";tag=bob9", "");
+        assert_eq!(
+            Dialog::from_uac(&req(INVITE), &resp(&no_tag)).unwrap_err(),
+            DialogError::NoRemoteTag
+        );
+        let no_contact = OK.replace(
+            "Contact: \"Bob\" <sip:bob@127.0.0.1:5080;transport=udp>;expires=60\r\n",
+            "",
+        );
+        assert_eq!(
+            Dialog::from_uac(&req(INVITE), &resp(&no_contact)).unwrap_err(),
+            DialogError::NoContact
+        );
+        assert_eq!(
+            split_list("<sip:a,b>, <sip:c>"),
+            vec!["<sip:a,b>", "<sip:c>"]
+        );
+        assert_eq!(addr_spec("sip:x@y;lr"), "sip:x@y");
+    }
+
+    #[test]
+    fn target_refresh() {
+        let mut d = Dialog::from_uac(&req(INVITE), &resp(OK)).unwrap();
+        d.refresh_target(&resp(&OK.replace("127.0.0.1:5080", "127.0.0.1:6000")));
+        assert_eq!(d.remote_target, "sip:bob@127.0.0.1:6000;transport=udp");
+    }
+}
