@@ -3,6 +3,8 @@
 //! requests sent inside the dialog (ACK for 2xx, BYE, re-INVITE) and checks requests received
 //! in it. Pure: no transactions, no I/O.
 
+use std::time::{Duration, Instant};
+
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, Request, Response};
 
@@ -340,6 +342,115 @@ impl Dialog {
     }
 }
 
+/// RFC 3261 §13.3.1.4: the UAS core (not the transaction) retransmits its 2xx to an INVITE,
+/// starting at T1 and doubling up to T2, until the ACK arrives; after 64·T1 without ACK it
+/// gives up and the dialog must be ended with a BYE.
+#[derive(Debug, Clone)]
+pub struct Retransmit2xx {
+    next: Instant,
+    interval: Duration,
+    t2: Duration,
+    deadline: Instant,
+    acked: bool,
+}
+
+/// What [`Retransmit2xx::on_timeout`] asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retransmit {
+    /// Send the 2xx again.
+    Send,
+    /// No ACK within 64·T1: confirm nothing, send BYE (§13.3.1.4).
+    GiveUp,
+    /// Nothing due.
+    Idle,
+}
+
+impl Retransmit2xx {
+    /// Call right after sending the 2xx the first time.
+    pub fn new(now: Instant, t1: Duration, t2: Duration) -> Self {
+        Retransmit2xx {
+            next: now + t1,
+            interval: t1,
+            t2,
+            deadline: now + t1 * 64,
+            acked: false,
+        }
+    }
+    pub fn on_ack(&mut self) {
+        self.acked = true;
+    }
+    pub fn is_done(&self) -> bool {
+        self.acked
+    }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.acked).then(|| self.next.min(self.deadline))
+    }
+    pub fn on_timeout(&mut self, now: Instant) -> Retransmit {
+        if self.acked {
+            return Retransmit::Idle;
+        }
+        if now >= self.deadline {
+            self.acked = true;
+            return Retransmit::GiveUp;
+        }
+        if now >= self.next {
+            self.interval = (self.interval * 2).min(self.t2);
+            self.next = now + self.interval;
+            return Retransmit::Send;
+        }
+        Retransmit::Idle
+    }
+}
+
+/// RFC 3261 §14: re-INVITEs within a dialog, one at a time in each direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reinvites {
+    /// We sent a re-INVITE and have no final response yet.
+    pub outgoing: bool,
+    /// We received a re-INVITE and have not answered it finally yet.
+    pub incoming: bool,
+}
+
+/// How to answer a re-INVITE that arrives while another is in progress (§14.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReinviteVerdict {
+    Accept,
+    /// Ours is pending: glare, `491 Request Pending`.
+    Glare491,
+    /// Theirs is still pending: `500 Server Internal Error` with `Retry-After` (0–10 s).
+    Busy500,
+}
+
+impl Reinvites {
+    pub fn on_incoming(&mut self) -> ReinviteVerdict {
+        if self.outgoing {
+            ReinviteVerdict::Glare491
+        } else if self.incoming {
+            ReinviteVerdict::Busy500
+        } else {
+            self.incoming = true;
+            ReinviteVerdict::Accept
+        }
+    }
+    /// Whether we may send a re-INVITE now (§14.1: not while one is pending either way).
+    pub fn may_send(&self) -> bool {
+        !self.outgoing && !self.incoming
+    }
+}
+
+/// §14.1: after a 491, the side that owns the Call-ID (generated it: the dialog's UAC)
+/// retries after 2.1–4 s, the other after 0–2 s, both in units of 10 ms, so the two re-INVITEs
+/// do not collide again. `rand01` in `[0, 1)`.
+pub fn glare_retry_delay(owns_call_id: bool, rand01: f64) -> Duration {
+    let r = rand01.clamp(0.0, 0.999_999);
+    let tens_of_ms = if owns_call_id {
+        210 + (r * 190.0) as u64
+    } else {
+        (r * 200.0) as u64
+    };
+    Duration::from_millis(tens_of_ms * 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +539,58 @@ mod tests {
             vec!["<sip:a,b>", "<sip:c>"]
         );
         assert_eq!(addr_spec("sip:x@y;lr"), "sip:x@y");
+    }
+
+    #[test]
+    fn uas_retransmits_2xx_until_ack() {
+        let t0 = Instant::now();
+        let (t1, t2) = (Duration::from_millis(500), Duration::from_secs(4));
+        let mut r = Retransmit2xx::new(t0, t1, t2);
+        let mut sends = Vec::new();
+        let mut now = t0;
+        while let Some(at) = r.poll_timeout() {
+            now = at;
+            match r.on_timeout(now) {
+                Retransmit::Send => sends.push((now - t0).as_millis()),
+                Retransmit::GiveUp => break,
+                Retransmit::Idle => {}
+            }
+        }
+        // 0.5, 1.5, 3.5, 7.5, then every 4 s (T2) until 64·T1 = 32 s
+        assert_eq!(
+            sends,
+            vec![
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
+        );
+        assert_eq!((now - t0).as_secs(), 32);
+        let mut r = Retransmit2xx::new(t0, t1, t2);
+        assert_eq!(r.on_timeout(t0 + t1), Retransmit::Send);
+        r.on_ack();
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(r.on_timeout(t0 + t1 * 100), Retransmit::Idle);
+    }
+
+    #[test]
+    fn reinvite_glare() {
+        let mut g = Reinvites::default();
+        assert!(g.may_send());
+        g.outgoing = true;
+        assert_eq!(g.on_incoming(), ReinviteVerdict::Glare491);
+        let mut g = Reinvites::default();
+        assert_eq!(g.on_incoming(), ReinviteVerdict::Accept);
+        assert_eq!(g.on_incoming(), ReinviteVerdict::Busy500);
+        assert!(!g.may_send());
+        for r in [0.0, 0.5, 0.999_999] {
+            let owner = glare_retry_delay(true, r);
+            assert!(
+                owner >= Duration::from_millis(2100) && owner <= Duration::from_millis(4000),
+                "{owner:?}"
+            );
+            assert_eq!(owner.as_millis() % 10, 0);
+            let other = glare_retry_delay(false, r);
+            assert!(other <= Duration::from_millis(2000), "{other:?}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::auth::{
     AuthKind, Authorization, DigestClient, DigestRequest, Rechallenge, choose_challenge,
     classify_rechallenge, random_cnonce,
 };
-use super::dialog::Dialog;
+use super::dialog::{Dialog, ReinviteVerdict, Reinvites, Retransmit, Retransmit2xx};
 use super::message::{self, raw_error_response, raw_request_method, response_to};
 use super::policy::{self, Trust, Verdict};
 use super::registration::{RegOutput, RegState, Registration};
@@ -107,6 +107,11 @@ struct ProbeCall {
     invite_code: Option<u16>,
     bye_due: Option<Instant>,
     bye_sent: bool,
+    reinvites: Reinvites,
+    /// Our 2xx to a re-INVITE, retransmitted until its ACK (RFC 3261 §13.3.1.4).
+    uas_2xx: Option<(TransactionKey, Response, Retransmit2xx)>,
+    /// Our offer, repeated in answers to re-INVITEs (the probe call's media never changes).
+    sdp: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +124,8 @@ pub enum UaError {
     BadUri(String),
     #[error("transaction layer refused the request: {0}")]
     Table(String),
+    #[error("sip.max_dialogs ({0}) reached")]
+    TooManyDialogs(usize),
 }
 
 /// A request we originated, kept to answer 401/407 challenges (RFC 3261 §22.2).
@@ -273,6 +280,10 @@ impl UserAgent {
             self.registration.as_ref().and_then(|r| r.poll_timeout()),
             self.keepalive_due,
             self.calls.values().filter_map(|c| c.bye_due).min(),
+            self.calls
+                .values()
+                .filter_map(|c| c.uas_2xx.as_ref().and_then(|(_, _, r)| r.poll_timeout()))
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -295,6 +306,28 @@ impl UserAgent {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
+            self.send_bye(id, now);
+        }
+        let mut give_up = Vec::new();
+        for (id, call) in self.calls.iter_mut() {
+            if let Some((key, resp, retx)) = call.uas_2xx.as_mut() {
+                match retx.on_timeout(now) {
+                    Retransmit::Send => {
+                        let _ = self.table.send_response(key, resp.clone(), now);
+                    }
+                    Retransmit::GiveUp => give_up.push(*id),
+                    Retransmit::Idle => {}
+                }
+            }
+        }
+        for id in give_up {
+            warn!(
+                ?id,
+                "no ACK for our 2xx within 64*T1; ending the call (RFC 3261 §13.3.1.4)"
+            );
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.uas_2xx = None;
+            }
             self.send_bye(id, now);
         }
         self.pump(now);
@@ -559,7 +592,22 @@ impl UserAgent {
             }
             Ok(Incoming::Absorbed(_)) => {}
             // An ACK for a 2xx: we send no 2xx to INVITE yet, so there is no dialog for it.
-            Ok(Incoming::Ack(_)) => debug!(from = %from.addr, "ACK outside any dialog ignored"),
+            Ok(Incoming::Ack(ack)) => {
+                let call = self
+                    .calls
+                    .values_mut()
+                    .find(|c| c.dialog.as_ref().is_some_and(|d| d.matches(&ack)));
+                match call {
+                    Some(c) => {
+                        if let Some((_, _, r)) = c.uas_2xx.as_mut() {
+                            r.on_ack();
+                        }
+                        c.uas_2xx = None;
+                        c.reinvites.incoming = false;
+                    }
+                    None => debug!(from = %from.addr, "ACK outside any dialog ignored"),
+                }
+            }
             Err(rejected) => {
                 self.metrics.sip_rejected.fetch_add(1, Relaxed);
                 let resp = response_to(
@@ -577,6 +625,20 @@ impl UserAgent {
     }
 
     fn on_new_request(&mut self, key: TransactionKey, req: Request, from: Peer, now: Instant) {
+        if has_to_tag(&req) {
+            self.on_in_dialog_request(key, req, now);
+            return;
+        }
+        if req.method == Method::Invite && self.calls.len() >= self.s.max_dialogs {
+            // RFC 3261 §21.5.4: overloaded; tell the peer when to try again.
+            self.metrics.sip_rejected.fetch_add(1, Relaxed);
+            warn!(
+                max = self.s.max_dialogs,
+                "sip.max_dialogs reached; INVITE refused with 503"
+            );
+            self.answer(&key, &req, 503, now);
+            return;
+        }
         let verdict = policy::out_of_dialog(&req.method, from.addr.ip(), &self.s.trust);
         debug!(method = %req.method, from = %from.addr, ?verdict, "request");
         match verdict {
@@ -613,6 +675,64 @@ impl UserAgent {
         }
     }
 
+    /// A request with a To tag belongs to a dialog (RFC 3261 §12.2.2): ours, or 481.
+    fn on_in_dialog_request(&mut self, key: TransactionKey, req: Request, now: Instant) {
+        let id = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.dialog.as_ref().is_some_and(|d| d.matches(&req)))
+            .map(|(id, _)| *id);
+        let Some(id) = id else {
+            self.answer(&key, &req, 481, now);
+            return;
+        };
+        let call = self.calls.get_mut(&id).expect("id was just found in calls");
+        let Some(dialog) = call.dialog.as_mut() else {
+            self.answer(&key, &req, 481, now);
+            return;
+        };
+        if dialog.accept_remote_cseq(&req).is_err() {
+            // §12.2.2: a lower CSeq is out of order.
+            self.answer(&key, &req, 500, now);
+            return;
+        }
+        match req.method {
+            Method::Bye => {
+                self.answer(&key, &req, 200, now);
+                self.end_call(id, Some(200), true);
+            }
+            Method::Invite => match call.reinvites.on_incoming() {
+                ReinviteVerdict::Glare491 => self.answer(&key, &req, 491, now),
+                ReinviteVerdict::Busy500 => self.answer(&key, &req, 500, now),
+                ReinviteVerdict::Accept => {
+                    // The probe call's media never changes: answer with the same SDP, and keep
+                    // the 2xx going until the ACK (§13.3.1.4).
+                    let sdp = call.sdp.clone();
+                    let tag = dialog.id.local_tag.clone();
+                    let contact = self.s.contact.clone();
+                    let mut resp = response_to(&req, 200, Some("OK"), Some(&tag));
+                    resp.headers
+                        .push(rsip::headers::Contact::new(format!("<{contact}>")).into());
+                    resp.headers
+                        .push(rsip::headers::ContentType::new("application/sdp").into());
+                    {
+                        let (h, b) = (&mut resp.headers, &mut resp.body);
+                        message::set_body(h, b, sdp);
+                    }
+                    let timers = self.s.table.timers;
+                    if self.table.send_response(&key, resp.clone(), now).is_ok() {
+                        let retx = Retransmit2xx::new(now, timers.t1, timers.t2);
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.uas_2xx = Some((key, resp, retx));
+                        }
+                    }
+                }
+            },
+            Method::Options => self.answer(&key, &req, 200, now),
+            _ => self.answer(&key, &req, 405, now),
+        }
+    }
+
     /// Answers the server transaction `key` with `code` (plus the headers that code needs).
     fn answer(&mut self, key: &TransactionKey, req: &Request, code: u16, now: Instant) {
         let phrase = match code {
@@ -636,6 +756,16 @@ impl UserAgent {
                 resp.headers
                     .push(rsip::headers::Supported::new(policy::SUPPORTED).into());
             }
+        }
+        if code == 503 {
+            // Calls end within minutes; a minute is a fair hint (RFC 3261 §20.33).
+            resp.headers
+                .push(rsip::headers::RetryAfter::new("60").into());
+        }
+        if code == 500 && req.method == Method::Invite {
+            // §14.2: a re-INVITE that crosses one still pending gets 500 with Retry-After 0–10 s.
+            resp.headers
+                .push(rsip::headers::RetryAfter::new("5").into());
         }
         resp.headers.push(Header::Server(rsip::headers::Server::new(
             self.s.user_agent.clone(),
@@ -866,6 +996,9 @@ impl UserAgent {
     /// Places a probe call: INVITE `uri` (offer `a=inactive`: no media yet), ACK the 2xx,
     /// hold for `hold`, BYE. The outcome arrives as [`UaEvent::CallEnded`].
     pub fn call(&mut self, uri: &str, hold: Duration, now: Instant) -> Result<RequestId, UaError> {
+        if self.calls.len() >= self.s.max_dialogs {
+            return Err(UaError::TooManyDialogs(self.s.max_dialogs));
+        }
         let target = rsip::Uri::try_from(uri).map_err(|_| UaError::BadUri(uri.to_string()))?;
         let to = self
             .next_hop_for(&target)
@@ -916,6 +1049,9 @@ impl UserAgent {
                 invite_code: None,
                 bye_due: None,
                 bye_sent: false,
+                reinvites: Reinvites::default(),
+                uas_2xx: None,
+                sdp: req.body.clone(),
             },
         );
         self.send_client(req.clone(), to, Purpose::Call(id), now)?;
@@ -1094,6 +1230,14 @@ impl UserAgent {
     }
 }
 
+/// Whether the request carries a To tag, i.e. claims to be inside a dialog.
+fn has_to_tag(req: &Request) -> bool {
+    req.headers.iter().any(|h| match h {
+        Header::To(t) => t.value().to_ascii_lowercase().contains(";tag="),
+        _ => false,
+    })
+}
+
 /// The transport address of an in-dialog next hop: an IP literal in the URI, else `fallback`
 /// (the proxy we sent the INVITE through; DNS is not used here).
 fn hop_of(uri: &str, fallback: Peer) -> Peer {
@@ -1171,6 +1315,153 @@ fn mark_received(req: &mut Request, from: SocketAddr) {
 mod tests {
     use super::*;
     use rsip::prelude::*;
+
+    fn ua(max_dialogs: usize) -> UserAgent {
+        let settings = UaSettings {
+            sent_by: "127.0.0.1:5070".into(),
+            contact: "sip:gateway@127.0.0.1:5070;transport=udp".into(),
+            aor: "sip:gateway@sip.test".into(),
+            next_hop: Some(Peer {
+                proto: Proto::Udp,
+                addr: "127.0.0.1:5060".parse().unwrap(),
+                conn: None,
+            }),
+            route: None,
+            registrar: None,
+            registrar_uri: None,
+            trust: Trust {
+                servers: vec!["127.0.0.1".parse().unwrap()],
+                networks: vec![],
+            },
+            table: TableConfig::default(),
+            keepalive: Duration::ZERO,
+            max_dialogs,
+            user_agent: "test".into(),
+            id_prefix: "t".into(),
+        };
+        UserAgent::new(settings, None, None, Arc::new(Metrics::default()))
+    }
+
+    fn request(method: &str, branch: &str, extra: &str) -> String {
+        format!(
+            "{method} sip:gateway@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:bob@sip.test>;tag=b1\r\nTo: <sip:gateway@sip.test>{extra}\r\nCall-ID: {branch}@h\r\nCSeq: 1 {method}\r\nContact: <sip:bob@127.0.0.1:5080>\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn replies(ua: &mut UserAgent, bytes: &[u8], from: &str) -> Vec<String> {
+        let peer = Peer {
+            proto: Proto::Udp,
+            addr: from.parse().unwrap(),
+            conn: None,
+        };
+        ua.on_inbound(bytes, peer, Instant::now());
+        std::iter::from_fn(|| ua.poll_output())
+            .filter_map(|o| match o {
+                UaOutput::Send { bytes, .. } => Some(String::from_utf8_lossy(&bytes).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn answers_by_itself() {
+        let mut u = ua(10);
+        let r = replies(
+            &mut u,
+            request("OPTIONS", "o1", "").as_bytes(),
+            "192.0.2.9:5080",
+        );
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].starts_with("SIP/2.0 200 OK\r\n"), "{}", r[0]);
+        assert!(r[0].contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"));
+        assert!(r[0].contains("Accept: application/sdp"));
+        assert!(
+            r[0].contains("received=192.0.2.9") && r[0].contains("rport=5080"),
+            "{}",
+            r[0]
+        );
+
+        let r = replies(
+            &mut u,
+            request("MESSAGE", "m1", "").as_bytes(),
+            "192.0.2.9:5080",
+        );
+        assert!(r[0].starts_with("SIP/2.0 403 "), "{}", r[0]);
+        let r = replies(
+            &mut u,
+            request("MESSAGE", "m2", "").as_bytes(),
+            "127.0.0.1:5080",
+        );
+        assert!(r[0].starts_with("SIP/2.0 480 "), "{}", r[0]);
+        let r = replies(
+            &mut u,
+            request("SUBSCRIBE", "s1", "").as_bytes(),
+            "127.0.0.1:5080",
+        );
+        assert!(
+            r[0].starts_with("SIP/2.0 405 ") && r[0].contains("Allow:"),
+            "{}",
+            r[0]
+        );
+        let r = replies(
+            &mut u,
+            request("FOO", "f1", "").as_bytes(),
+            "127.0.0.1:5080",
+        );
+        assert!(r[0].starts_with("SIP/2.0 501 "), "{}", r[0]);
+        let r = replies(
+            &mut u,
+            request("BYE", "b1", ";tag=nope").as_bytes(),
+            "127.0.0.1:5080",
+        );
+        assert!(r[0].starts_with("SIP/2.0 481 "), "{}", r[0]);
+        let r = replies(
+            &mut u,
+            request("OPTIONS", "o2", "")
+                .replace("Call-ID: o2@h\r\n", "")
+                .as_bytes(),
+            "127.0.0.1:5080",
+        );
+        assert!(
+            r[0].starts_with("SIP/2.0 400 Bad Request (missing or malformed Call-ID)"),
+            "{}",
+            r[0]
+        );
+        assert!(replies(&mut u, b"\x16\x03\x01 garbage", "127.0.0.1:5080").is_empty());
+        // a retransmission is absorbed: the 403'd MESSAGE gets the same final again, once
+        let r = replies(
+            &mut u,
+            request("MESSAGE", "m1", "").as_bytes(),
+            "192.0.2.9:5080",
+        );
+        assert_eq!(r.len(), 1);
+        assert!(r[0].starts_with("SIP/2.0 403 "));
+    }
+
+    #[test]
+    fn max_dialogs_gives_503_with_retry_after() {
+        let mut u = ua(1);
+        u.call("sip:bob@sip.test", Duration::from_secs(1), Instant::now())
+            .unwrap();
+        let _ = std::iter::from_fn(|| u.poll_output()).count();
+        assert!(matches!(
+            u.call("sip:carol@sip.test", Duration::ZERO, Instant::now()),
+            Err(UaError::TooManyDialogs(1))
+        ));
+        let r = replies(
+            &mut u,
+            request("INVITE", "i1", "").as_bytes(),
+            "127.0.0.1:5080",
+        );
+        let final_ = r
+            .iter()
+            .find(|m| !m.starts_with("SIP/2.0 100"))
+            .expect("a final response");
+        assert!(
+            final_.starts_with("SIP/2.0 503 ") && final_.contains("Retry-After: 60"),
+            "{final_}"
+        );
+    }
 
     #[test]
     fn received_and_rport() {
