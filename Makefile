@@ -29,7 +29,7 @@ lint:
 
 ## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
 bench:
-	$(CARGO) bench --locked --bench router
+	$(CARGO) bench --locked --bench router --bench sip
 
 ## A local Prosody plus the gateway, and a scripted XMPP user that talks to it.
 demo: build

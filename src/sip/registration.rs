@@ -332,7 +332,8 @@ impl Registration {
 
     /// Builds the REGISTER (no Via: the transaction layer adds it with a fresh branch).
     fn send_register(&mut self, expires: u32, auth: Option<AuthKind>, now: Instant) {
-        let _ = now;
+        // Whatever was scheduled (refresh, retry) is superseded: one REGISTER at a time.
+        self.due = None;
         self.cseq += 1;
         let p = &self.params;
         let mut headers = rsip::Headers::default();
