@@ -60,8 +60,8 @@ pub struct Peer {
 pub enum Inbound {
     /// A framed message, not yet parsed.
     Message { bytes: Vec<u8>, from: Peer },
-    /// Sending to this peer failed (connect refused, connection reset): transactions using it
-    /// get a transport error (RFC 3261 §17.1.4).
+    /// Sending to this peer failed (connect refused, connection reset), or a TCP connection we
+    /// opened to it closed: transactions using it get a transport error (RFC 3261 §17.1.4).
     SendFailed { to: Peer },
 }
 
@@ -373,4 +373,14 @@ async fn run_conn(
         .expect("conns lock is never poisoned: no panics while held")
         .remove(&id);
     debug!(%addr, "TCP connection closed");
+    // A connection we opened (to the registrar or a proxy) is a flow the user agent relies on:
+    // its loss must be noticed (RFC 5626 §4.4.1), not discovered at the next refresh.
+    if !accepted && !shared.shutdown.is_cancelled() {
+        let to = Peer {
+            proto: Proto::Tcp,
+            addr,
+            conn: None,
+        };
+        let _ = shared.inbound.send(Inbound::SendFailed { to }).await;
+    }
 }
