@@ -60,11 +60,12 @@ def ejabberd(request, tmp_path):
 
 @pytest.fixture
 def gateway_factory(request, tmp_path):
-    """gateway_factory(component_port, secret=..., env=...) -> a started Gateway."""
+    """gateway_factory(component_port, secret=..., env=..., **Gateway kwargs: sip={...},
+    admin={...}, extra_toml="...", sip_port=N) -> a started Gateway."""
     started = []
 
-    def make(component_port, secret=harness.SECRET, env=None):
-        gw = Gateway(tmp_path / f"gateway{len(started)}", component_port, secret, env)
+    def make(component_port, secret=harness.SECRET, env=None, **kwargs):
+        gw = Gateway(tmp_path / f"gateway{len(started)}", component_port, secret, env, **kwargs)
         started.append(gw)
         return gw.start()
 
@@ -134,3 +135,49 @@ def baresip_factory(request, tmp_path, kamailio):
             _dump(request, f"baresip {ua.aor}", ua)
         if first_error is not None:
             raise first_error
+
+
+# ---------------------------------------------------------------- the gateway's SIP side
+
+# The gateway's account at kamailio (kamailio/db/subscriber).
+GATEWAY_SIP_USER = "gateway"
+
+
+@pytest.fixture
+def sip_gateway_factory(request, tmp_path, prosody, kamailio):
+    """sip_gateway_factory(transport="udp", password=SIP_USERS["gateway"], sip={extra [sip]
+    keys}, admin={extra [admin] keys}, diagnostics=True, wait_registered=True, env={...})
+    -> a started Gateway linked to `prosody` (component) and registering at `kamailio` as
+    sip:gateway@sip.test over `transport` (registrar given as an IP: no DNS). Its log is at debug
+    level for the gateway's own crate. With wait_registered, returns once Kamailio has the
+    binding and the gateway reports itself registered (xsg_sip_registered 1).
+    The gateways are stopped (SIGTERM: un-REGISTER) before Kamailio and Prosody."""
+    started = []
+
+    def make(transport="udp", password=None, sip=None, admin=None, diagnostics=True,
+             wait_registered=True, env=None):
+        keys = {"transport": transport, "registrar": f"sip:127.0.0.1:{kamailio.port}",
+                "domain": kamailio.domain, "username": GATEWAY_SIP_USER,
+                "password": SIP_USERS[GATEWAY_SIP_USER] if password is None else password,
+                **(sip or {})}
+        gw = Gateway(tmp_path / f"sipgw{len(started)}", prosody.component_port,
+                     env={"RUST_LOG": "info,xmpp_sip_gateway=debug", **(env or {})}, sip=keys,
+                     admin={"diagnostics": diagnostics, **(admin or {})})
+        started.append(gw)
+        gw.start()
+        harness.wait_for(lambda: gw.try_get("/about/health")[0] is not None, 10,
+                         "the gateway's admin HTTP", interval=0.05, proc=gw.proc, log=gw.log_text)
+        if wait_registered:
+            kamailio.wait_registered(GATEWAY_SIP_USER, timeout=10)
+            harness.wait_for(lambda: gw.try_get("/metrics")[0] == 200
+                             and gw.metric("xsg_sip_registered") == 1, 10,
+                             "xsg_sip_registered 1", interval=0.1, proc=gw.proc, log=gw.log_text)
+        return gw
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            if gw.proc is not None:
+                harness.terminate(gw.proc)
+            _dump(request, f"gateway ({gw.dir.name})", gw)

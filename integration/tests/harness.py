@@ -1,6 +1,7 @@
 """Helpers for the integration tests: real Prosody / ejabberd servers, the gateway binary and a
 slixmpp client, all on 127.0.0.1 with ports picked at run time. Every wait is bounded."""
 import asyncio
+import json
 import os
 import pwd
 import random
@@ -272,12 +273,41 @@ def gateway_env(extra=None) -> dict:
     return env
 
 
-def gateway_toml(component_port, secret=SECRET, admin_port=None, media=None) -> str:
+def toml_value(value) -> str:
+    """A Python value as a TOML value: str, bool, int, float, or a list of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)   # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML rendering for {value!r}")
+
+
+def free_sip_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP (the SIP user agent binds both)."""
+    from sip_harness import free_udp_tcp_port   # sip_harness imports this module
+    return free_udp_tcp_port()
+
+
+def gateway_toml(component_port, secret=SECRET, admin_port=None, media=None, sip_port=None,
+                 sip=None, admin=None, extra="") -> str:
+    """The gateway's config. Every gateway gets an explicit `[sip] listen` on 127.0.0.1:
+    `sip_port` (default: a port free for UDP and TCP right now), never the default
+    0.0.0.0:5060. `sip` / `admin`: extra keys of those sections ({"registrar": "sip:..",
+    "keepalive_interval": 1, "trusted": ["127.0.0.2/32"]}, {"diagnostics": True});
+    `extra`: raw TOML appended at the end (other sections)."""
     lo, hi = media or free_udp_range()
+    sip = {"listen": f"127.0.0.1:{sip_port or free_sip_port()}", **(sip or {})}
+    admin = {"listen": f"127.0.0.1:{admin_port or free_port()}", **(admin or {})}
+    section = lambda keys: "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
     return (f'[xmpp]\ndomain = "{DOMAIN}"\nsubdomain = "gateway"\nsecret = "{secret}"\n'
             f'host = "127.0.0.1"\nport = {component_port}\n\n'
             f'[media]\nmin_port = {lo}\nmax_port = {hi}\n\n'
-            f'[admin]\nlisten = "127.0.0.1:{admin_port or free_port()}"\n')
+            f'[admin]\n{section(admin)}\n'
+            f'[sip]\n{section(sip)}' + (f"\n{extra}\n" if extra else ""))
 
 
 def run_gateway_config(workdir: Path, config_text: str, env=None, timeout=10):
@@ -297,12 +327,18 @@ def run_gateway_config(workdir: Path, config_text: str, env=None, timeout=10):
 class Gateway:
     """The gateway process with a TOML config written into `workdir`."""
 
-    def __init__(self, workdir: Path, component_port, secret=SECRET, env=None):
+    def __init__(self, workdir: Path, component_port, secret=SECRET, env=None, sip=None,
+                 admin=None, extra_toml="", sip_port=None):
+        """`sip`, `admin`, `extra_toml`: see gateway_toml(). `.sip_port` is the UDP+TCP port of
+        its SIP user agent on 127.0.0.1 (picked at run time unless given)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.admin_port = free_port()
+        self.sip_port = sip_port or free_sip_port()
         self.config_path = self.dir / "gateway.toml"
-        self.config_path.write_text(gateway_toml(component_port, secret, self.admin_port))
+        self.config_path.write_text(gateway_toml(component_port, secret, self.admin_port,
+                                                 sip_port=self.sip_port, sip=sip, admin=admin,
+                                                 extra=extra_toml))
         self.log_path = self.dir / "gateway.log"
         self.env = gateway_env(env)
         self.proc = None
@@ -330,6 +366,34 @@ class Gateway:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def http_post(self, path, body=b"", timeout=3.0):
+        """(status, body) of POST http://127.0.0.1:<admin port><path> with `body` (text/plain)."""
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "text/plain; charset=utf-8"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def json_get(self, path, timeout=3.0):
+        """(status, decoded JSON body or the raw text if it is not JSON) of GET `path`."""
+        status, body = self.http_get(path, timeout)
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body
+
+    def health_reasons(self) -> list:
+        """The `reasons` of /about/health ([] when healthy)."""
+        status, body = self.json_get("/about/health")
+        if status == 200:
+            return []
+        assert isinstance(body, dict), f"/about/health answered {status}: {body!r}"
+        return body.get("reasons", [])
 
     def try_get(self, path):
         try:

@@ -22,6 +22,8 @@ pub enum FrameError {
     BadContentLength,
     #[error("body shorter than Content-Length")]
     Truncated,
+    #[error("message ends inside its headers (no empty line)")]
+    NoHeaderEnd,
 }
 
 /// One unit read from a transport.
@@ -132,8 +134,9 @@ pub fn frame_datagram(data: &[u8]) -> Result<Frame, FrameError> {
         });
     }
     let Some(end) = header_end(data) else {
-        // No empty line: treat everything as headers (the parser will reject it if broken).
-        return Ok(Frame::Message(data.to_vec()));
+        // RFC 3261 §7: the header section always ends with an empty line; without it the
+        // datagram was cut, and naming a header as "malformed" would mislead the sender.
+        return Err(FrameError::NoHeaderEnd);
     };
     match content_length(&data[..end])? {
         Some(n) if end + n > data.len() => Err(FrameError::Truncated),

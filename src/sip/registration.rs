@@ -67,6 +67,8 @@ pub enum RegOutput {
     Send(Box<Request>),
     /// The state changed (log it once, update health and metrics).
     State(RegState),
+    /// The registrar accepted a REGISTER (first, refresh or renewal): count it.
+    Confirmed { expires: u32 },
 }
 
 /// The registration state machine.
@@ -87,6 +89,8 @@ pub struct Registration {
     due: Option<Instant>,
     /// Whether the REGISTER in flight is the un-REGISTER.
     unregistering: bool,
+    /// A REGISTER is in flight (at most one at a time).
+    in_flight: bool,
     out: Vec<RegOutput>,
 }
 
@@ -105,6 +109,7 @@ impl Registration {
             failures: 0,
             due: None,
             unregistering: false,
+            in_flight: false,
             out: Vec::new(),
         }
     }
@@ -126,10 +131,12 @@ impl Registration {
     /// The flow to the registrar broke (TCP connection closed, keep-alives unanswered):
     /// register again now (RFC 5626 §4.4.1 does the same on flow failure).
     pub fn flow_failed(&mut self, now: Instant) {
-        if self.unregistering || matches!(self.state, RegState::Registering) {
+        if self.unregistering || self.in_flight {
             return;
         }
         self.challenges = 0;
+        // Until the registrar confirms again we cannot claim to be reachable.
+        self.set_state(RegState::Registering);
         self.send_register(self.expires, None, now);
     }
 
@@ -166,6 +173,7 @@ impl Registration {
         if code < 200 {
             return;
         }
+        self.in_flight = false;
         if self.unregistering {
             if let Some(kind) = AuthKind::from_status(code)
                 && self.answer_challenge(kind, resp, now)
@@ -191,6 +199,7 @@ impl Registration {
                 self.failures = 0;
                 self.sent_auth = None;
                 self.due = Some(now + refresh_after(granted));
+                self.out.push(RegOutput::Confirmed { expires: granted });
                 self.set_state(RegState::Registered { expires: granted });
             }
             401 | 407 => {
@@ -244,6 +253,7 @@ impl Registration {
 
     /// The transaction timed out (Timer F) or the transport failed.
     pub fn on_failure(&mut self, why: &str, now: Instant) {
+        self.in_flight = false;
         if self.unregistering {
             self.set_state(RegState::Unregistered);
             return;
@@ -334,6 +344,7 @@ impl Registration {
     fn send_register(&mut self, expires: u32, auth: Option<AuthKind>, now: Instant) {
         // Whatever was scheduled (refresh, retry) is superseded: one REGISTER at a time.
         self.due = None;
+        self.in_flight = true;
         self.cseq += 1;
         let p = &self.params;
         let mut headers = rsip::Headers::default();
@@ -668,6 +679,43 @@ mod tests {
         r.on_response(&resp(&c, "200 OK", ""), t0);
         assert_eq!(r.state(), &RegState::Unregistered);
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn flow_failure_sends_one_register_and_unclaims_registration() {
+        let mut r = reg();
+        let t0 = Instant::now();
+        r.start(t0);
+        let a = sent(&mut r);
+        r.on_response(&resp(&a, "200 OK", "Expires: 600\r\n"), t0);
+        assert!(r.is_registered());
+        r.flow_failed(t0);
+        let _renewal = sent(&mut r);
+        assert_eq!(r.state(), &RegState::Registering);
+        // the renewal's own failure reports the flow broken again: no second REGISTER
+        r.flow_failed(t0);
+        assert_eq!(sent_none(&mut r), 0);
+        assert_eq!(r.poll_timeout(), None, "the refresh timer was superseded");
+    }
+
+    #[test]
+    fn every_success_is_confirmed() {
+        let mut r = reg();
+        let t0 = Instant::now();
+        r.start(t0);
+        let a = sent(&mut r);
+        r.on_response(&resp(&a, "200 OK", "Expires: 600\r\n"), t0);
+        let mut confirmed = 0;
+        while let Some(o) = r.poll_output() {
+            confirmed += usize::from(matches!(o, RegOutput::Confirmed { .. }));
+        }
+        r.on_timeout(t0 + Duration::from_secs(450));
+        let b = sent(&mut r);
+        r.on_response(&resp(&b, "200 OK", "Expires: 600\r\n"), t0);
+        while let Some(o) = r.poll_output() {
+            confirmed += usize::from(matches!(o, RegOutput::Confirmed { .. }));
+        }
+        assert_eq!(confirmed, 2, "a refresh counts too");
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub async fn start(
     };
     let (in_tx, mut in_rx) = mpsc::channel(1024);
     let transport_stop = CancellationToken::new();
-    let transport = Transport::bind(cfg.listen, in_tx, transport_stop.clone())
+    let transport = Transport::bind(cfg.listen, in_tx, metrics.clone(), transport_stop.clone())
         .await
         .map_err(|source| StartError::Bind {
             addr: cfg.listen,

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::metrics::Metrics;
+
 use super::message::{
     Frame, FrameError, MAX_MESSAGE, StreamFramer, frame_datagram, raw_error_response,
 };
@@ -77,6 +79,7 @@ const TCP_WRITE_QUEUE: usize = 256;
 type Conn = (SocketAddr, mpsc::Sender<Vec<u8>>);
 
 struct Shared {
+    metrics: Arc<Metrics>,
     udp: Arc<UdpSocket>,
     inbound: mpsc::Sender<Inbound>,
     /// Live TCP connections: id → writer, and the address each was opened to or accepted from.
@@ -97,6 +100,7 @@ impl Transport {
     pub async fn bind(
         listen: SocketAddr,
         inbound: mpsc::Sender<Inbound>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Transport> {
         let udp = Arc::new(UdpSocket::bind(listen).await?);
@@ -104,6 +108,7 @@ impl Transport {
         // TCP on the same port as UDP, as RFC 3261 §18 expects of one sent-by.
         let tcp = TcpListener::bind(local).await?;
         let shared = Arc::new(Shared {
+            metrics,
             udp,
             inbound,
             conns: Mutex::new(HashMap::new()),
@@ -253,14 +258,14 @@ async fn udp_loop(shared: Arc<Shared>) {
                 let _ = shared.udp.send_to(b"\r\n", from).await;
             }
             Ok(Frame::Pong) => {}
-            Err(FrameError::TooLarge) => {
-                if let Some(r) = raw_error_response(&buf[..n], 413, "Request Entity Too Large") {
-                    let _ = shared.udp.send_to(&r, from).await;
-                }
-            }
             Err(e) => {
-                debug!(error = %e, %from, "dropping unusable UDP datagram");
-                if let Some(r) = raw_error_response(&buf[..n], 400, &format!("Bad Request ({e})")) {
+                shared.metrics.sip_rejected.fetch_add(1, Relaxed);
+                let (code, reason) = match e {
+                    FrameError::TooLarge => (413, "Request Entity Too Large".to_string()),
+                    other => (400, format!("Bad Request ({other})")),
+                };
+                debug!(error = %e, %from, "unusable UDP datagram");
+                if let Some(r) = raw_error_response(&buf[..n], code, &reason) {
                     let _ = shared.udp.send_to(&r, from).await;
                 }
             }
@@ -352,6 +357,7 @@ async fn run_conn(
                                 other => (400, format!("Bad Request ({other})")),
                             };
                             warn!(error = %e, %addr, "closing TCP connection after a framing error");
+                            shared.metrics.sip_rejected.fetch_add(1, Relaxed);
                             if let Some(r) = framer.raw_head().and_then(|h| raw_error_response(h, code, &reason)) {
                                 let _ = wr.write_all(&r).await;
                             }

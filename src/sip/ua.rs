@@ -391,10 +391,12 @@ impl UserAgent {
         body: Option<(&str, Vec<u8>)>,
         now: Instant,
     ) -> Result<RequestId, UaError> {
-        let target = rsip::Uri::try_from(uri).map_err(|_| UaError::BadUri(uri.to_string()))?;
+        let target = parse_target(uri)?;
         let to = self
             .next_hop_for(&target)
             .ok_or_else(|| UaError::NoRoute(uri.to_string()))?;
+        let uri = target.to_string();
+        let uri = uri.as_str();
         let id = RequestId(self.fresh());
         let mut headers = rsip::Headers::default();
         headers.push(rsip::headers::MaxForwards::new("70").into());
@@ -809,11 +811,14 @@ impl UserAgent {
                             warn!(error = %e, "cannot send REGISTER");
                         }
                     }
+                    RegOutput::Confirmed { expires } => {
+                        self.metrics.sip_registrations.fetch_add(1, Relaxed);
+                        debug!(expires, "REGISTER accepted");
+                    }
                     RegOutput::State(state) => {
                         match &state {
                             RegState::Registered { expires } => {
                                 self.metrics.sip_registered.store(true, Relaxed);
-                                self.metrics.sip_registrations.fetch_add(1, Relaxed);
                                 if self.keepalive_due.is_none() && !self.s.keepalive.is_zero() {
                                     self.keepalive_due = Some(now + self.s.keepalive);
                                 }
@@ -824,11 +829,13 @@ impl UserAgent {
                                 self.metrics.sip_registration_failures.fetch_add(1, Relaxed);
                                 warn!(%reason, retry_in = ?retry_at.saturating_duration_since(now), "SIP registration failed; retrying with backoff");
                             }
+                            RegState::Registering | RegState::Idle | RegState::Unregistering => {
+                                self.metrics.sip_registered.store(false, Relaxed);
+                            }
                             RegState::Unregistered => {
                                 self.metrics.sip_registered.store(false, Relaxed);
                                 info!("SIP account unregistered");
                             }
-                            _ => {}
                         }
                         self.out
                             .push_back(UaOutput::Event(UaEvent::Registration(state)));
@@ -999,10 +1006,12 @@ impl UserAgent {
         if self.calls.len() >= self.s.max_dialogs {
             return Err(UaError::TooManyDialogs(self.s.max_dialogs));
         }
-        let target = rsip::Uri::try_from(uri).map_err(|_| UaError::BadUri(uri.to_string()))?;
+        let target = parse_target(uri)?;
         let to = self
             .next_hop_for(&target)
             .ok_or_else(|| UaError::NoRoute(uri.to_string()))?;
+        let uri = target.to_string();
+        let uri = uri.as_str();
         let id = RequestId(self.fresh());
         let tag = self.tag();
         let call_id = self.call_id();
@@ -1230,6 +1239,25 @@ impl UserAgent {
     }
 }
 
+/// A Request-URI given by a caller: `sip:` or `sips:` only (no `tel:` without a gateway
+/// domain), no characters that would break a header, and parseable.
+fn parse_target(uri: &str) -> Result<rsip::Uri, UaError> {
+    let bad = || UaError::BadUri(uri.to_string());
+    let lower = uri.to_ascii_lowercase();
+    if !(lower.starts_with("sip:") || lower.starts_with("sips:"))
+        || uri
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+    {
+        return Err(bad());
+    }
+    let parsed = rsip::Uri::try_from(uri).map_err(|_| bad())?;
+    if parsed.host().to_string().is_empty() {
+        return Err(bad());
+    }
+    Ok(parsed)
+}
+
 /// Whether the request carries a To tag, i.e. claims to be inside a dialog.
 fn has_to_tag(req: &Request) -> bool {
     req.headers.iter().any(|h| match h {
@@ -1436,6 +1464,32 @@ mod tests {
         );
         assert_eq!(r.len(), 1);
         assert!(r[0].starts_with("SIP/2.0 403 "));
+    }
+
+    #[test]
+    fn bad_uris_are_refused_before_anything_is_sent() {
+        let mut u = ua(10);
+        for bad in [
+            "not a sip uri",
+            "sip:bob@sip.test>",
+            "http://example.com/x",
+            "tel:+123",
+            "sip:a b@c",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    u.request(Method::Options, bad, None, Instant::now()),
+                    Err(UaError::BadUri(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(std::iter::from_fn(|| u.poll_output()).count(), 0);
+        assert!(
+            u.request(Method::Options, "sip:bob@sip.test", None, Instant::now())
+                .is_ok()
+        );
     }
 
     #[test]
