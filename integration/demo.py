@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""`make demo`: a local Prosody and the gateway on loopback, and a scripted XMPP user (alice) who
-asks the gateway what it is, pings it and turns a phone number into a JID. Then it keeps running
-so you can log in with your own XMPP client; Ctrl-C (or DEMO_SECONDS) stops everything.
+"""`make demo`: on loopback, a local Prosody, a Kamailio SIP registrar and a baresip phone (bob,
+auto-answer), and the gateway between them. A scripted XMPP user (alice) asks the gateway what it
+is, pings it and turns a phone number into a JID; then the gateway registers its SIP account,
+sends bob an OPTIONS and a MESSAGE, and calls him (signalling only: media bridging comes later).
+Then it keeps running so you can try it yourself; Ctrl-C (or DEMO_SECONDS) stops everything.
 Reuses the integration harness (tests/harness.py), so the demo runs exactly what the tests run."""
 import os
 import signal
@@ -13,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 from harness import (DOMAIN, GATEWAY_JID, USERS, Gateway, Prosody,  # noqa: E402
                      XmppClient, child_text)
+from sip_harness import SIP_DOMAIN, SIP_USERS, Baresip, Kamailio  # noqa: E402
 
 
 def say(msg=""):
@@ -21,7 +24,7 @@ def say(msg=""):
 
 def main():
     run_dir = Path(tempfile.mkdtemp(prefix="xsg-demo-"))
-    prosody = gateway = None
+    prosody = gateway = kamailio = bob = None
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
@@ -30,9 +33,17 @@ def main():
         prosody.start()
         for user, pw in USERS.items():
             prosody.register(user, pw)
-        say(f"demo: starting the gateway as {GATEWAY_JID} "
+        say(f"demo: starting Kamailio (SIP registrar for {SIP_DOMAIN}) in {run_dir}/kamailio")
+        kamailio = Kamailio(run_dir / "kamailio").start()
+        say("demo: starting baresip as bob@" + SIP_DOMAIN + " (auto-answer)")
+        bob = Baresip(run_dir / "bob", "bob", SIP_USERS["bob"], kamailio.port, tone_hz=880)
+        bob.start()
+        say(f"demo: starting the gateway as {GATEWAY_JID}, SIP account gateway@{SIP_DOMAIN} "
             f"(config {run_dir}/gateway/gateway.toml, log {run_dir}/gateway/gateway.log)")
-        gateway = Gateway(run_dir / "gateway", prosody.component_port).start()
+        sip = {"registrar": f"sip:127.0.0.1:{kamailio.port}", "domain": SIP_DOMAIN,
+               "username": "gateway", "password": SIP_USERS["gateway"]}
+        gateway = Gateway(run_dir / "gateway", prosody.component_port, sip=sip,
+                          admin={"diagnostics": True}).start()
         gateway.wait_healthy(20)
         say(f"demo: gateway is up: GET /about/health -> {gateway.http_get('/about/health')[1]}")
 
@@ -52,6 +63,17 @@ def main():
             cond = alice.error_condition(GATEWAY_JID, "get", "<query xmlns='urn:example:nope'/>")
             say(f"  an IQ the gateway does not know -> {cond}")
 
+        say("\ndemo: the SIP side")
+        kamailio.wait_registered("gateway", timeout=10)
+        say(f"  registered at Kamailio: {kamailio.registrations().get('gateway')}")
+        bob_uri = f"sip:bob@{SIP_DOMAIN}"
+        status, body = gateway.json_get(f"/debug/sip/options?uri={bob_uri}", timeout=40)
+        say(f"  OPTIONS {bob_uri} -> {body}")
+        status, body = gateway.http_post(f"/debug/sip/message?uri={bob_uri}", b"hello from the gateway", timeout=40)
+        say(f"  MESSAGE {bob_uri} -> {body}; bob received {bob.wait_message(timeout=5)}")
+        status, body = gateway.http_post(f"/debug/sip/call?uri={bob_uri}&hold_ms=1000", b"", timeout=60)
+        say(f"  probe call to {bob_uri} (INVITE, ACK, 1 s, BYE) -> {body}")
+
         say(f"""
 demo: running. Try it yourself:
   XMPP account   alice@{DOMAIN} / {USERS['alice']}  (or bob@{DOMAIN} / {USERS['bob']})
@@ -59,7 +81,10 @@ demo: running. Try it yourself:
   websocket      ws://127.0.0.1:{prosody.http_port}/xmpp-websocket
   gateway        {GATEWAY_JID}  (browse its services / disco in your client)
   admin HTTP     http://127.0.0.1:{gateway.admin_port}/about/health  /about/stats  /metrics
-Ctrl-C stops Prosody and the gateway.""")
+  SIP registrar  127.0.0.1:{kamailio.port} (UDP/TCP), domain {SIP_DOMAIN}; accounts
+                 alice/alicepw, carol/carolpw are free for a SIP phone of yours; bob is baresip
+  probe call     curl -X POST 'http://127.0.0.1:{gateway.admin_port}/debug/sip/call?uri=sip:bob@{SIP_DOMAIN}&hold_ms=2000'
+Ctrl-C stops everything.""")
         seconds = float(os.environ.get("DEMO_SECONDS", "inf"))
         deadline = time.monotonic() + seconds
         while not stop and time.monotonic() < deadline and gateway.running():
@@ -75,6 +100,11 @@ Ctrl-C stops Prosody and the gateway.""")
         if gateway is not None:
             rc = gateway.stop()
             say(f"demo: gateway exited with status {rc}")
+        if bob is not None:
+            bob.stop()
+        if kamailio is not None:
+            kamailio.stop()
+            kamailio.cleanup()
         if prosody is not None:
             prosody.stop()
 

@@ -334,7 +334,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         section: "sip",
         key: "register_expires",
-        kind: Kind::Int(60, 86400),
+        kind: Kind::Int(10, 86400),
         default: Some("600"),
         flag: None,
         help: "registration lifetime asked for, in seconds; refreshed well before it runs out",

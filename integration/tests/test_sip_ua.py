@@ -255,6 +255,24 @@ def test_registers_at_kamailio(kamailio, sip_gateway_factory, transport):
     assert gw.running()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_registration_refreshes(kamailio, sip_gateway_factory, transport):
+    """register_expires = 10: the gateway asks for 10 s and refreshes at half of it (grants
+    under 120 s refresh at 1/2), well before Kamailio would drop the binding."""
+    gw = sip_gateway_factory(transport=transport, sip={"register_expires": 10})
+    reg = stats_sip(gw)["registration"]
+    assert reg == {"state": "registered", "expires": 10}, reg
+    wait_for(lambda: gw.metric("xsg_sip_registrations_total") >= 3, 14,
+             "two refreshes (REGISTERs accepted 3 times)", interval=0.2, proc=gw.proc,
+             log=gw.log_text)
+    saved = kamailio.log_text().count(f"REGISTER saved {GATEWAY}")
+    assert saved >= 3, saved
+    # each refresh kept the same binding: one contact, never expired in between
+    assert len(kamailio.registrations().get("gateway", [])) == 1
+    assert gw.metric("xsg_sip_registration_failures_total") == 0
+    assert gw.metric("xsg_sip_registered") == 1
+
+
 # ---------------------------------------------------------------- 2. wrong password
 
 def test_wrong_password_backs_off(kamailio, sip_gateway_factory):

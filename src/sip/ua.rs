@@ -22,6 +22,7 @@ use super::dialog::{Dialog, ReinviteVerdict, Reinvites, Retransmit, Retransmit2x
 use super::message::{self, raw_error_response, raw_request_method, response_to};
 use super::policy::{self, Trust, Verdict};
 use super::registration::{RegOutput, RegState, Registration};
+use super::sdp;
 use super::transaction::{
     Action, Incoming, ResponseOutcome, Role, TableConfig, Timer, TransactionKey, TransactionTable,
 };
@@ -707,6 +708,13 @@ impl UserAgent {
                 ReinviteVerdict::Glare491 => self.answer(&key, &req, 491, now),
                 ReinviteVerdict::Busy500 => self.answer(&key, &req, 500, now),
                 ReinviteVerdict::Accept => {
+                    // §12.2.2: a re-INVITE's Contact refreshes the remote target.
+                    if let Some(c) = req.headers.iter().find_map(|h| match h {
+                        Header::Contact(c) => Some(super::dialog::addr_spec(c.value())),
+                        _ => None,
+                    }) {
+                        dialog.remote_target = c;
+                    }
                     // The probe call's media never changes: answer with the same SDP, and keep
                     // the 2xx going until the ACK (§13.3.1.4).
                     let sdp = call.sdp.clone();
@@ -1015,6 +1023,8 @@ impl UserAgent {
         let id = RequestId(self.fresh());
         let tag = self.tag();
         let call_id = self.call_id();
+        // The probe call's offer comes from the SDP model (RFC 3264), with no media: port 9
+        // (discard) and a=inactive, so the far end sends nothing anywhere.
         let host = self
             .s
             .sent_by
@@ -1023,11 +1033,18 @@ impl UserAgent {
             .unwrap_or(&self.s.sent_by)
             .trim_matches(['[', ']'])
             .to_string();
-        let ip_kind = if host.contains(':') { "IP6" } else { "IP4" };
-        let sdp = format!(
-            "v=0\r\no=- {id} 1 IN {ip_kind} {host}\r\ns=xmpp-sip-gateway\r\nc=IN {ip_kind} {host}\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=inactive\r\n",
-            id = id.0
-        );
+        let address = host
+            .parse::<std::net::IpAddr>()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let codecs = vec![
+            sdp::PayloadCodec::new(sdp::PayloadType::PCMU, sdp::Codec::pcmu()),
+            sdp::PayloadCodec::new(sdp::PayloadType::PCMA, sdp::Codec::pcma()),
+        ];
+        let mut local = sdp::LocalMedia::new(address, 9, codecs);
+        local.direction = sdp::Direction::Inactive;
+        local.session_id = id.0;
+        local.session_version = 1;
+        let sdp = sdp::create_offer(&local).to_string();
         let mut headers = rsip::Headers::default();
         headers.push(rsip::headers::MaxForwards::new("70").into());
         headers.push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
