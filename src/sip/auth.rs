@@ -477,6 +477,26 @@ pub fn classify_rechallenge(sent: Option<&Authorization>, new: &Challenge) -> Re
     }
 }
 
+/// The usable challenge of `kind` in a 401/407's headers, classified against the credentials
+/// `sent` with the request it answers (see [`classify_rechallenge`]). `None` when the response
+/// carries no challenge we can answer.
+pub fn challenge_in(
+    headers: &rsip::Headers,
+    kind: AuthKind,
+    sent: Option<&(AuthKind, Authorization)>,
+) -> Option<(Challenge, Rechallenge)> {
+    use rsip::headers::UntypedHeader;
+    let values = headers.iter().filter_map(|h| match (kind, h) {
+        (AuthKind::Www, rsip::Header::WwwAuthenticate(v)) => Some(v.value()),
+        (AuthKind::Proxy, rsip::Header::ProxyAuthenticate(v)) => Some(v.value()),
+        _ => None,
+    });
+    let challenge = choose_challenge(values).ok()?;
+    let sent = sent.filter(|(k, _)| *k == kind).map(|(_, a)| a);
+    let verdict = classify_rechallenge(sent, &challenge);
+    Some((challenge, verdict))
+}
+
 /// The nonce state of one realm.
 #[derive(Debug, Clone)]
 struct Session {

@@ -94,6 +94,40 @@ fn header_value(headers: &rsip::Headers, pick: fn(&Header) -> Option<&str>) -> O
     headers.iter().find_map(pick)
 }
 
+fn from_of(h: &Header) -> Option<&str> {
+    match h {
+        Header::From(v) => Some(v.value()),
+        _ => None,
+    }
+}
+fn to_of(h: &Header) -> Option<&str> {
+    match h {
+        Header::To(v) => Some(v.value()),
+        _ => None,
+    }
+}
+fn call_id_of(h: &Header) -> Option<&str> {
+    match h {
+        Header::CallId(v) => Some(v.value()),
+        _ => None,
+    }
+}
+fn contact_of(h: &Header) -> Option<&str> {
+    match h {
+        Header::Contact(v) => Some(v.value()),
+        _ => None,
+    }
+}
+
+/// A header every dialog-forming message must carry.
+fn required<'a>(
+    headers: &'a rsip::Headers,
+    pick: fn(&Header) -> Option<&str>,
+    name: &'static str,
+) -> Result<&'a str, DialogError> {
+    header_value(headers, pick).ok_or(DialogError::Missing(name))
+}
+
 fn cseq_number(headers: &rsip::Headers) -> Option<u32> {
     headers.iter().find_map(|h| match h {
         Header::CSeq(c) => c
@@ -142,32 +176,17 @@ fn split_list(v: &str) -> Vec<String> {
 impl Dialog {
     /// UAC side (RFC 3261 §12.1.2): from our INVITE and a response with a To tag.
     pub fn from_uac(invite: &Request, resp: &Response) -> Result<Dialog, DialogError> {
-        let from = header_value(&invite.headers, |h| match h {
-            Header::From(f) => Some(f.value()),
-            _ => None,
-        })
-        .ok_or(DialogError::Missing("From"))?;
-        let to = header_value(&resp.headers, |h| match h {
-            Header::To(t) => Some(t.value()),
-            _ => None,
-        })
-        .ok_or(DialogError::Missing("To"))?;
-        let call_id = header_value(&invite.headers, |h| match h {
-            Header::CallId(c) => Some(c.value()),
-            _ => None,
-        })
-        .ok_or(DialogError::Missing("Call-ID"))?;
+        let from = required(&invite.headers, from_of, "From")?;
+        let to = required(&resp.headers, to_of, "To")?;
+        let call_id = required(&invite.headers, call_id_of, "Call-ID")?;
         let (local_uri, local_tag) = split_tag(from);
         let (remote_uri, remote_tag) = split_tag(to);
         let remote_tag = remote_tag.ok_or(DialogError::NoRemoteTag)?;
         let code = resp.status_code.code();
-        let remote_target = header_value(&resp.headers, |h| match h {
-            Header::Contact(c) => Some(c.value()),
-            _ => None,
-        })
-        .map(addr_spec)
-        .or_else(|| (code < 200).then(|| invite.uri.to_string()))
-        .ok_or(DialogError::NoContact)?;
+        let remote_target = header_value(&resp.headers, contact_of)
+            .map(addr_spec)
+            .or_else(|| (code < 200).then(|| invite.uri.to_string()))
+            .ok_or(DialogError::NoContact)?;
         // §12.1.2: the UAC's route set is the Record-Route list in reverse.
         let mut route_set = record_routes(&resp.headers);
         route_set.reverse();
@@ -195,29 +214,14 @@ impl Dialog {
 
     /// UAS side (RFC 3261 §12.1.1): from the INVITE we received and the To tag we chose.
     pub fn from_uas(invite: &Request, local_tag: &str) -> Result<Dialog, DialogError> {
-        let from = header_value(&invite.headers, |h| match h {
-            Header::From(f) => Some(f.value()),
-            _ => None,
-        })
-        .ok_or(DialogError::Missing("From"))?;
-        let to = header_value(&invite.headers, |h| match h {
-            Header::To(t) => Some(t.value()),
-            _ => None,
-        })
-        .ok_or(DialogError::Missing("To"))?;
-        let call_id = header_value(&invite.headers, |h| match h {
-            Header::CallId(c) => Some(c.value()),
-            _ => None,
-        })
-        .ok_or(DialogError::Missing("Call-ID"))?;
+        let from = required(&invite.headers, from_of, "From")?;
+        let to = required(&invite.headers, to_of, "To")?;
+        let call_id = required(&invite.headers, call_id_of, "Call-ID")?;
         let (remote_uri, remote_tag) = split_tag(from);
         let (local_uri, _) = split_tag(to);
-        let remote_target = header_value(&invite.headers, |h| match h {
-            Header::Contact(c) => Some(c.value()),
-            _ => None,
-        })
-        .map(addr_spec)
-        .ok_or(DialogError::NoContact)?;
+        let remote_target = header_value(&invite.headers, contact_of)
+            .map(addr_spec)
+            .ok_or(DialogError::NoContact)?;
         let remote_cseq = cseq_number(&invite.headers).ok_or(DialogError::Missing("CSeq"))?;
         Ok(Dialog {
             id: DialogId {
@@ -296,20 +300,9 @@ impl Dialog {
 
     /// Whether `req` belongs to this dialog (Call-ID and both tags, §12.2.2).
     pub fn matches(&self, req: &Request) -> bool {
-        let call_id = header_value(&req.headers, |h| match h {
-            Header::CallId(c) => Some(c.value()),
-            _ => None,
-        });
-        let from_tag = header_value(&req.headers, |h| match h {
-            Header::From(f) => Some(f.value()),
-            _ => None,
-        })
-        .and_then(|v| split_tag(v).1);
-        let to_tag = header_value(&req.headers, |h| match h {
-            Header::To(t) => Some(t.value()),
-            _ => None,
-        })
-        .and_then(|v| split_tag(v).1);
+        let call_id = header_value(&req.headers, call_id_of);
+        let from_tag = header_value(&req.headers, from_of).and_then(|v| split_tag(v).1);
+        let to_tag = header_value(&req.headers, to_of).and_then(|v| split_tag(v).1);
         call_id == Some(self.id.call_id.as_str())
             && from_tag.as_deref() == Some(self.id.remote_tag.as_str())
             && to_tag.as_deref() == Some(self.id.local_tag.as_str())
@@ -333,10 +326,7 @@ impl Dialog {
 
     /// A 2xx to a re-INVITE or a target-refresh request updates the remote target (§12.2.1.2).
     pub fn refresh_target(&mut self, resp: &Response) {
-        if let Some(c) = header_value(&resp.headers, |h| match h {
-            Header::Contact(c) => Some(c.value()),
-            _ => None,
-        }) {
+        if let Some(c) = header_value(&resp.headers, contact_of) {
             self.remote_target = addr_spec(c);
         }
     }

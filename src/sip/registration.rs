@@ -10,8 +10,7 @@ use rsip::headers::UntypedHeader;
 use rsip::{Header, Request, Response};
 
 use super::auth::{
-    AuthKind, Authorization, Challenge, DigestClient, DigestRequest, Rechallenge, choose_challenge,
-    classify_rechallenge,
+    AuthKind, Authorization, Challenge, DigestClient, DigestRequest, Rechallenge, challenge_in,
 };
 
 /// After a failure, wait this long before the first retry, doubling up to [`BACKOFF_MAX`]:
@@ -268,24 +267,11 @@ impl Registration {
         if self.challenges > MAX_CHALLENGES {
             return false;
         }
-        let values: Vec<&str> = resp
-            .headers
-            .iter()
-            .filter_map(|h| match (kind, h) {
-                (AuthKind::Www, Header::WwwAuthenticate(v)) => Some(v.value()),
-                (AuthKind::Proxy, Header::ProxyAuthenticate(v)) => Some(v.value()),
-                _ => None,
-            })
-            .collect();
-        let Ok(challenge) = choose_challenge(values) else {
+        let Some((challenge, verdict)) = challenge_in(&resp.headers, kind, self.sent_auth.as_ref())
+        else {
             return false;
         };
-        let sent = self
-            .sent_auth
-            .as_ref()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, a)| a);
-        match classify_rechallenge(sent, &challenge) {
+        match verdict {
             Rechallenge::Fresh | Rechallenge::Stale => {
                 let expires = if self.unregistering { 0 } else { self.expires };
                 self.send_with_challenge(expires, kind, &challenge, now)

@@ -15,8 +15,7 @@ use rsip::{Header, Method, Request, Response, SipMessage};
 use tracing::{debug, info, warn};
 
 use super::auth::{
-    AuthKind, Authorization, DigestClient, DigestRequest, Rechallenge, choose_challenge,
-    classify_rechallenge, random_cnonce,
+    AuthKind, Authorization, DigestClient, DigestRequest, Rechallenge, challenge_in, random_cnonce,
 };
 use super::dialog::{Dialog, ReinviteVerdict, Reinvites, Retransmit, Retransmit2xx};
 use super::message::{self, raw_error_response, raw_request_method, response_to};
@@ -942,24 +941,11 @@ impl UserAgent {
         if out.challenges > MAX_CHALLENGES {
             return false;
         }
-        let values: Vec<&str> = resp
-            .headers
-            .iter()
-            .filter_map(|h| match (kind, h) {
-                (AuthKind::Www, Header::WwwAuthenticate(v)) => Some(v.value()),
-                (AuthKind::Proxy, Header::ProxyAuthenticate(v)) => Some(v.value()),
-                _ => None,
-            })
-            .collect();
-        let Ok(challenge) = choose_challenge(values) else {
+        let Some((challenge, verdict)) = challenge_in(&resp.headers, kind, out.sent_auth.as_ref())
+        else {
             return false;
         };
-        let sent = out
-            .sent_auth
-            .as_ref()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, a)| a);
-        if classify_rechallenge(sent, &challenge) == Rechallenge::Failed {
+        if verdict == Rechallenge::Failed {
             warn!(
                 code,
                 "credentials refused for an outgoing request (wrong sip.password?)"
