@@ -4,31 +4,35 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/xmpp-sip-gateway
 
-.PHONY: all build release test unit integration lint bench demo run clean
+.PHONY: all deps build release test unit integration lint bench demo run clean
 
 all: build
 
-build:
+## Build prerequisites beyond Rust (cmake for libopus); installs only what is missing.
+deps:
+	@bash scripts/build-deps.sh
+
+build: deps
 	$(CARGO) build --locked
 
-release:
+release: deps
 	$(CARGO) build --locked --release
 
 ## Unit tests, then the integration suite against real Prosody and ejabberd.
 test: unit integration
 
-unit:
+unit: deps
 	$(CARGO) test --locked
 
 integration: build
 	XSG_BIN=$(CURDIR)/$(BIN) bash integration/run.sh
 
-lint:
+lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 ## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
-bench:
+bench: deps
 	$(CARGO) bench --locked --bench router --bench sip
 
 ## A local Prosody plus the gateway, and a scripted XMPP user that talks to it.
@@ -36,7 +40,7 @@ demo: build
 	XSG_BIN=$(CURDIR)/$(BIN) bash integration/demo.sh
 
 ## The gateway with ./component.toml (copy component.toml.example first).
-run:
+run: deps
 	@test -f component.toml || { echo "make run: no component.toml here; start from: cp component.toml.example component.toml"; exit 64; }
 	$(CARGO) run --locked --release -- --config component.toml
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod media;
 pub mod metrics;
 pub mod sip;
 pub mod xmpp;
