@@ -29,6 +29,9 @@ pub struct AdminState {
     pub component: String,
     pub started: Instant,
     pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled by `POST /about/shutdown` (Jigasi's graceful shutdown): main then stops the
+    /// process exactly as on SIGTERM.
+    pub shutdown_request: tokio_util::sync::CancellationToken,
     pub sip: watch::Receiver<SipStatus>,
     pub sip_commands: mpsc::Sender<SipCommand>,
     pub diagnostics: bool,
@@ -64,6 +67,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/about/version", get(version))
         .route("/about/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/about/shutdown", axum::routing::post(shutdown))
         .route("/debug/sip/options", get(sip_options))
         .route("/debug/sip/message", axum::routing::post(sip_message))
         .route("/debug/sip/call", axum::routing::post(sip_call))
@@ -81,6 +85,14 @@ async fn health(State(s): State<AdminState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// `POST /about/shutdown`: Jigasi's graceful shutdown. No calls are bridged yet, so "when the
+/// last call ends" is now: the gateway un-registers, closes the XMPP stream and exits 0.
+async fn shutdown(State(s): State<AdminState>) -> Response {
+    s.shutting_down.store(true, Relaxed);
+    s.shutdown_request.cancel();
+    (StatusCode::OK, Json(json!({"graceful_shutdown": true}))).into_response()
 }
 
 async fn version() -> Json<serde_json::Value> {

@@ -147,6 +147,7 @@ async fn run(cfg: Config) -> ExitCode {
     let (link, handle, link_state) = Link::new(cfg.xmpp.clone(), router, metrics.clone());
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let shutdown_request = CancellationToken::new();
 
     let sip_shutdown = CancellationToken::new();
     let (sip, sip_task) = match xmpp_sip_gateway::sip::service::start(
@@ -170,6 +171,7 @@ async fn run(cfg: Config) -> ExitCode {
         component: domain,
         started,
         shutting_down: shutting_down.clone(),
+        shutdown_request: shutdown_request.clone(),
         sip: sip.status.clone(),
         sip_commands: sip.commands.clone(),
         diagnostics: cfg.admin.diagnostics,
@@ -182,7 +184,10 @@ async fn run(cfg: Config) -> ExitCode {
     });
     info!(listen = %cfg.admin.listen, "admin HTTP up");
 
-    let signal = wait_for_signal().await;
+    let signal = tokio::select! {
+        s = wait_for_signal() => s,
+        _ = shutdown_request.cancelled() => "POST /about/shutdown",
+    };
     info!(signal, "shutting down: closing the component link");
     shutting_down.store(true, Relaxed);
     // SIP first: the un-REGISTER should leave while the process is still whole.

@@ -131,3 +131,15 @@ def test_ejabberd_connect_and_disco(ejabberd, gateway_factory):
     gw.wait_healthy(timeout=15)
     with XmppClient(ejabberd.c2s_port) as alice:
         check_disco_and_ping(alice)
+
+
+def test_post_about_shutdown_exits_cleanly(prosody, gateway):
+    """Jigasi's graceful shutdown: POST /about/shutdown stops the gateway like SIGTERM."""
+    status, body = gateway.http_post("/about/shutdown")
+    assert status == 200 and json.loads(body) == {"graceful_shutdown": True}, (status, body)
+    wait_for(lambda: gateway.proc.poll() is not None, 10, "the gateway to exit after POST /about/shutdown",
+             log=gateway.log_text)
+    assert gateway.proc.returncode == 0, gateway.log_text()[-2000:]
+    closed = re.compile(r"^jcp\w*\s+debug\s+Received </stream:stream>", re.M)
+    wait_for(lambda: closed.search(prosody.log_text()), 5,
+             "Prosody to log the component's stream close", log=prosody.log_text)
