@@ -33,7 +33,7 @@ lint: deps
 
 ## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
 bench: deps
-	$(CARGO) bench --locked --bench router --bench sip
+	$(CARGO) bench --locked --bench router --bench sip --bench rtp --bench codec
 
 ## A local Prosody plus the gateway, and a scripted XMPP user that talks to it.
 demo: build

@@ -1005,7 +1005,10 @@ max_port = 20999
         let c = load_text(GOOD, &[], &Overrides::default()).unwrap();
         assert_eq!(c.xmpp.component_domain(), "gateway.example.com");
         assert_eq!(c.xmpp.port, 5347);
-        assert_eq!(c.admin.listen, "127.0.0.1:8788".parse().unwrap());
+        assert_eq!(
+            c.admin.listen,
+            "127.0.0.1:8788".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.mapping.domain_separator, '*');
     }

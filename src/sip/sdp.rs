@@ -2727,11 +2727,15 @@ a=max-message-size:262144\r\n";
         assert_eq!(a.negotiated.codec, PayloadCodec::new(pt(0), Codec::pcmu()));
         assert_eq!(
             a.negotiated.remote_rtp,
-            "203.0.113.5:5000".parse().expect("literal")
+            "203.0.113.5:5000"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
         );
         assert_eq!(
             a.negotiated.remote_rtcp,
-            "203.0.113.5:5001".parse().expect("literal")
+            "203.0.113.5:5001"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
         );
     }
 
@@ -2889,11 +2893,15 @@ a=max-message-size:262144\r\n";
         let a = answer(&offer, &local());
         assert_eq!(
             a.negotiated.remote_rtp,
-            "198.51.100.99:5000".parse().expect("literal")
+            "198.51.100.99:5000"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
         );
         assert_eq!(
             a.negotiated.remote_rtcp,
-            "198.51.100.99:5001".parse().expect("literal")
+            "198.51.100.99:5001"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
         );
     }
 
@@ -2903,7 +2911,9 @@ a=max-message-size:262144\r\n";
         let a = answer(&offer, &local());
         assert_eq!(
             a.negotiated.remote_rtcp,
-            "203.0.113.5:6001".parse().expect("literal")
+            "203.0.113.5:6001"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
         );
         let offer = audio_offer(
             "m=audio 5000 RTP/AVP 0",
@@ -2912,7 +2922,9 @@ a=max-message-size:262144\r\n";
         let a = answer(&offer, &local());
         assert_eq!(
             a.negotiated.remote_rtcp,
-            "198.51.100.1:6001".parse().expect("literal")
+            "198.51.100.1:6001"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
         );
         // rtcp-mux agreed: RTCP shares the RTP port whatever a=rtcp says.
         let offer = audio_offer("m=audio 5000 RTP/AVP 0", "a=rtcp:6001\r\na=rtcp-mux\r\n");
@@ -2974,7 +2986,12 @@ a=max-message-size:262144\r\n";
         assert_eq!(n.codecs.len(), 2);
         assert_eq!(n.codecs[1].pt, pt(96));
         assert_eq!(n.telephone_event.map(|t| t.pt), Some(pt(101)));
-        assert_eq!(n.remote_rtp, "203.0.113.9:4000".parse().expect("literal"));
+        assert_eq!(
+            n.remote_rtp,
+            "203.0.113.9:4000"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal")
+        );
         assert_eq!(n.direction, Direction::SendOnly);
         assert!(!n.remote_hold);
         assert_eq!(n.ptime, Some(20));
