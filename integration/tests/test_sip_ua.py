@@ -330,7 +330,10 @@ def test_reregisters_after_kamailio_restart(kamailio, sip_gateway_factory, trans
         assert "flow to the registrar broke" in gw.log_text()
     noticed = time.monotonic() - t0
     kamailio.start()
-    assert kamailio.port == port and kamailio.registrations() == {}
+    # The restarted Kamailio starts with no bindings (usrloc is in memory; test_sip_peers.py
+    # shows that). Not asserted here: the gateway's re-REGISTER in flight may land within
+    # milliseconds of the restart, before we could look.
+    assert kamailio.port == port
     t1 = time.monotonic()
     # UDP: the re-REGISTER in flight is retransmitted to the new Kamailio; TCP: the retry after
     # the backoff (2 s, 4 s) connects again
@@ -347,6 +350,7 @@ def test_reregisters_after_kamailio_restart(kamailio, sip_gateway_factory, trans
     # the REGISTER that Kamailio saved again is a successful registration ("including refreshes")
     now = gw.metric("xsg_sip_registrations_total")
     saved_again = count(kamailio.log_text(), f"REGISTER saved {GATEWAY}") - saved
+    assert saved_again >= 1, "the restarted Kamailio never saved the gateway's binding"
     assert now > registrations, (
         f"xsg_sip_registrations_total stayed at {now:.0f} although Kamailio saved the "
         f"gateway's binding {saved_again} more time(s) after its restart")
