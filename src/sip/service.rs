@@ -143,11 +143,7 @@ async fn resolve(key: &'static str, uri: &str, default: SipTransport) -> Result<
 /// address the kernel would use toward the registrar (a connected UDP socket sends nothing).
 async fn sent_by(cfg: &SipConfig, listen: SocketAddr, toward: Option<SocketAddr>) -> String {
     if let Some(p) = &cfg.public_address {
-        return if p.contains(':') && !p.starts_with('[') || p.contains("]:") {
-            p.clone()
-        } else {
-            format!("{p}:{}", listen.port())
-        };
+        return with_port(p, listen.port());
     }
     let ip = if !listen.ip().is_unspecified() {
         listen.ip()
@@ -166,6 +162,25 @@ async fn sent_by(cfg: &SipConfig, listen: SocketAddr, toward: Option<SocketAddr>
     match ip {
         IpAddr::V6(v6) => format!("[{v6}]:{}", listen.port()),
         v4 => format!("{v4}:{}", listen.port()),
+    }
+}
+
+/// `host`, `host:port`, `v4:port`, `v6`, `[v6]` or `[v6]:port` → a sent-by with a port.
+fn with_port(p: &str, port: u16) -> String {
+    if let Ok(v6) = p.parse::<std::net::Ipv6Addr>() {
+        return format!("[{v6}]:{port}");
+    }
+    if p.starts_with('[') {
+        return if p.contains("]:") {
+            p.to_string()
+        } else {
+            format!("{p}:{port}")
+        };
+    }
+    if p.contains(':') {
+        p.to_string()
+    } else {
+        format!("{p}:{port}")
     }
 }
 
@@ -384,5 +399,20 @@ fn drain(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_port;
+
+    #[test]
+    fn public_address_forms() {
+        assert_eq!(with_port("203.0.113.5", 5060), "203.0.113.5:5060");
+        assert_eq!(with_port("203.0.113.5:5070", 5060), "203.0.113.5:5070");
+        assert_eq!(with_port("gw.example.com", 5060), "gw.example.com:5060");
+        assert_eq!(with_port("2001:db8::1", 5060), "[2001:db8::1]:5060");
+        assert_eq!(with_port("[2001:db8::1]", 5060), "[2001:db8::1]:5060");
+        assert_eq!(with_port("[2001:db8::1]:5080", 5060), "[2001:db8::1]:5080");
     }
 }
