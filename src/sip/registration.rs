@@ -428,11 +428,8 @@ fn header_u32(resp: &Response, pick: impl Fn(&Header) -> Option<String>) -> Opti
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn reason(resp: &Response) -> String {
-    let text = resp.status_code.to_string();
-    text.split_once(' ')
-        .map(|(_, r)| r.to_string())
-        .unwrap_or_default()
+fn reason(resp: &Response) -> &'static str {
+    super::message::reason_phrase(resp.status_code.code())
 }
 
 #[cfg(test)]

@@ -118,15 +118,11 @@ async fn resolve(key: &'static str, uri: &str, default: SipTransport) -> Result<
     };
     let parsed = rsip::Uri::try_from(uri).map_err(|e| err(e.to_string()))?;
     let host = parsed.host().to_string();
-    let port = parsed.port().map(|p| *p.value()).unwrap_or(5060);
-    let proto = match parsed.transport() {
-        Some(rsip::Transport::Tcp) => Proto::Tcp,
-        Some(rsip::Transport::Udp) => Proto::Udp,
-        _ => match default {
-            SipTransport::Tcp => Proto::Tcp,
-            SipTransport::Udp => Proto::Udp,
-        },
+    let default = match default {
+        SipTransport::Tcp => Proto::Tcp,
+        SipTransport::Udp => Proto::Udp,
     };
+    let (port, proto) = Peer::uri_port_proto(&parsed, default);
     let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|e| err(e.to_string()))?

@@ -57,6 +57,36 @@ pub struct Peer {
     pub conn: Option<ConnId>,
 }
 
+impl Peer {
+    /// The port and transport a `sip:` URI names: its port (5060 when absent, RFC 3261 §19.1.2)
+    /// and its `transport` parameter, else `default`.
+    pub fn uri_port_proto(uri: &rsip::Uri, default: Proto) -> (u16, Proto) {
+        let port = uri.port().map(|p| *p.value()).unwrap_or(5060);
+        let proto = match uri.transport() {
+            Some(rsip::Transport::Tcp) => Proto::Tcp,
+            Some(rsip::Transport::Udp) => Proto::Udp,
+            _ => default,
+        };
+        (port, proto)
+    }
+
+    /// The peer a URI with a literal IP host names; `None` for a host name (needs DNS).
+    pub fn from_literal_uri(uri: &rsip::Uri, default: Proto) -> Option<Peer> {
+        let ip: std::net::IpAddr = uri
+            .host()
+            .to_string()
+            .trim_matches(['[', ']'])
+            .parse()
+            .ok()?;
+        let (port, proto) = Self::uri_port_proto(uri, default);
+        Some(Peer {
+            proto,
+            addr: SocketAddr::new(ip, port),
+            conn: None,
+        })
+    }
+}
+
 /// What the transport hands the user agent.
 #[derive(Debug)]
 pub enum Inbound {

@@ -18,7 +18,7 @@ use super::auth::{
     AuthKind, Authorization, DigestClient, DigestRequest, Rechallenge, challenge_in, random_cnonce,
 };
 use super::dialog::{Dialog, ReinviteVerdict, Reinvites, Retransmit, Retransmit2xx};
-use super::message::{self, raw_error_response, raw_request_method, response_to};
+use super::message::{self, raw_error_response, raw_request_method, reason_phrase, response_to};
 use super::policy::{self, Trust, Verdict};
 use super::registration::{RegOutput, RegState, Registration};
 use super::sdp;
@@ -156,68 +156,6 @@ pub struct UserAgent {
     metrics: Arc<Metrics>,
     next: u64,
     out: VecDeque<UaOutput>,
-}
-
-/// RFC 3261 §20.33 reason phrases for what we send (rsip would print enum names otherwise).
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        100 => "Trying",
-        180 => "Ringing",
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        410 => "Gone",
-        414 => "Request-URI Too Long",
-        416 => "Unsupported URI Scheme",
-        420 => "Bad Extension",
-        421 => "Extension Required",
-        423 => "Interval Too Brief",
-        484 => "Address Incomplete",
-        485 => "Ambiguous",
-        491 => "Request Pending",
-        493 => "Undecipherable",
-        502 => "Bad Gateway",
-        504 => "Server Time-out",
-        505 => "Version Not Supported",
-        513 => "Message Too Large",
-        600 => "Busy Everywhere",
-        604 => "Does Not Exist Anywhere",
-        606 => "Not Acceptable",
-        181 => "Call Is Being Forwarded",
-        182 => "Queued",
-        183 => "Session Progress",
-        202 => "Accepted",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Moved Temporarily",
-        305 => "Use Proxy",
-        380 => "Alternative Service",
-        408 => "Request Timeout",
-        413 => "Request Entity Too Large",
-        415 => "Unsupported Media Type",
-        480 => "Temporarily Unavailable",
-        481 => "Call/Transaction Does Not Exist",
-        482 => "Loop Detected",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        488 => "Not Acceptable Here",
-        500 => "Server Internal Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        603 => "Decline",
-        c if c < 200 => "Session Progress",
-        c if c < 300 => "OK",
-        c if c < 400 => "Redirection",
-        c if c < 500 => "Client Error",
-        c if c < 600 => "Server Error",
-        _ => "Global Failure",
-    }
 }
 
 impl UserAgent {
@@ -398,31 +336,12 @@ impl UserAgent {
         let uri = target.to_string();
         let uri = uri.as_str();
         let id = RequestId(self.fresh());
-        let mut headers = rsip::Headers::default();
-        headers.push(rsip::headers::MaxForwards::new("70").into());
-        let tag = self.tag();
-        headers.push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
-        headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
-        headers.push(rsip::headers::CallId::new(self.call_id()).into());
-        headers.push(rsip::headers::CSeq::new(format!("1 {method}")).into());
-        headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
-        let mut req = Request {
-            method,
-            uri: target,
-            version: rsip::Version::V2,
-            headers,
-            body: Vec::new(),
-        };
-        match body {
-            Some((ctype, bytes)) => {
-                req.headers
-                    .push(rsip::headers::ContentType::new(ctype).into());
-                let (h, b) = (&mut req.headers, &mut req.body);
-                message::set_body(h, b, bytes);
-            }
-            None => req
-                .headers
-                .push(rsip::headers::ContentLength::new("0").into()),
+        let mut req = self.new_request(method, target, uri);
+        if let Some((ctype, bytes)) = body {
+            req.headers
+                .push(rsip::headers::ContentType::new(ctype).into());
+            let (h, b) = (&mut req.headers, &mut req.body);
+            message::set_body(h, b, bytes);
         }
         self.send_client(req.clone(), to, Purpose::Request(id), now)?;
         self.outgoing.insert(
@@ -444,22 +363,7 @@ impl UserAgent {
             return Some(hop);
         }
         // No proxy: only a literal IP address in the URI can be reached without DNS.
-        let ip: std::net::IpAddr = target
-            .host()
-            .to_string()
-            .trim_matches(['[', ']'])
-            .parse()
-            .ok()?;
-        let port = target.port().map(|p| *p.value()).unwrap_or(5060);
-        let proto = match target.transport() {
-            Some(rsip::Transport::Tcp) => Proto::Tcp,
-            _ => Proto::Udp,
-        };
-        Some(Peer {
-            proto,
-            addr: SocketAddr::new(ip, port),
-            conn: None,
-        })
+        Peer::from_literal_uri(target, Proto::Udp)
     }
 
     fn fresh(&mut self) -> u64 {
@@ -476,6 +380,41 @@ impl UserAgent {
         format!("{}{n}@{host}", self.s.id_prefix)
     }
 
+    /// Our Via with a fresh branch (RFC 3261 §8.1.1.7) and `rport` (RFC 3581).
+    fn via(&mut self, proto: Proto) -> Header {
+        let n = self.fresh();
+        let via = format!(
+            "SIP/2.0/{} {};branch=z9hG4bK{}{n};rport",
+            proto.via_token(),
+            self.s.sent_by,
+            self.s.id_prefix
+        );
+        rsip::headers::Via::new(via).into()
+    }
+
+    /// An out-of-dialog request from our AoR (RFC 3261 §8.1.1): new Call-ID and From tag,
+    /// CSeq 1, no body yet (callers with a body use `message::set_body`). No Via: `send_client`
+    /// adds it.
+    fn new_request(&mut self, method: Method, target: rsip::Uri, uri: &str) -> Request {
+        let tag = self.tag();
+        let call_id = self.call_id();
+        let mut headers = rsip::Headers::default();
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        headers.push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
+        headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
+        headers.push(rsip::headers::CallId::new(call_id).into());
+        headers.push(rsip::headers::CSeq::new(format!("1 {method}")).into());
+        headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
+        headers.push(rsip::headers::ContentLength::new("0").into());
+        Request {
+            method,
+            uri: target,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
     /// Adds our Via (and the outbound proxy's Route) and starts a client transaction.
     fn send_client(
         &mut self,
@@ -484,16 +423,8 @@ impl UserAgent {
         purpose: Purpose,
         now: Instant,
     ) -> Result<(), UaError> {
-        let n = self.fresh();
-        let branch = format!("z9hG4bK{}{n}", self.s.id_prefix);
-        let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
-            to.proto.via_token(),
-            self.s.sent_by,
-            branch
-        );
         let mut headers = rsip::Headers::default();
-        headers.push(rsip::headers::Via::new(via).into());
+        headers.push(self.via(to.proto));
         if let Some(route) = &self.s.route {
             headers.push(rsip::headers::Route::new(route.clone()).into());
         }
@@ -538,23 +469,7 @@ impl UserAgent {
                 let Ok(target) = rsip::Uri::try_from(uri.as_str()) else {
                     return;
                 };
-                let mut headers = rsip::Headers::default();
-                headers.push(rsip::headers::MaxForwards::new("70").into());
-                let tag = self.tag();
-                headers
-                    .push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
-                headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
-                headers.push(rsip::headers::CallId::new(self.call_id()).into());
-                headers.push(rsip::headers::CSeq::new("1 OPTIONS").into());
-                headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
-                headers.push(rsip::headers::ContentLength::new("0").into());
-                let req = Request {
-                    method: Method::Options,
-                    uri: target,
-                    version: rsip::Version::V2,
-                    headers,
-                    body: Vec::new(),
-                };
+                let req = self.new_request(Method::Options, target, &uri);
                 if self
                     .send_client(req, registrar, Purpose::KeepAlive, now)
                     .is_ok()
@@ -1007,8 +922,6 @@ impl UserAgent {
         let uri = target.to_string();
         let uri = uri.as_str();
         let id = RequestId(self.fresh());
-        let tag = self.tag();
-        let call_id = self.call_id();
         // The probe call's offer comes from the SDP model (RFC 3264), with no media: port 9
         // (discard) and a=inactive, so the far end sends nothing anywhere.
         let host = self
@@ -1031,23 +944,13 @@ impl UserAgent {
         local.session_id = id.0;
         local.session_version = 1;
         let sdp = sdp::create_offer(&local).to_string();
-        let mut headers = rsip::Headers::default();
-        headers.push(rsip::headers::MaxForwards::new("70").into());
-        headers.push(rsip::headers::From::new(format!("<{}>;tag={tag}", self.s.aor)).into());
-        headers.push(rsip::headers::To::new(format!("<{uri}>")).into());
-        headers.push(rsip::headers::CallId::new(call_id).into());
-        headers.push(rsip::headers::CSeq::new("1 INVITE").into());
-        headers.push(rsip::headers::Contact::new(format!("<{}>", self.s.contact)).into());
-        headers.push(rsip::headers::Allow::new(policy::ALLOW).into());
-        headers.push(rsip::headers::UserAgent::new(self.s.user_agent.clone()).into());
-        headers.push(rsip::headers::ContentType::new("application/sdp").into());
-        let mut req = Request {
-            method: Method::Invite,
-            uri: target,
-            version: rsip::Version::V2,
-            headers,
-            body: Vec::new(),
-        };
+        let mut req = self.new_request(Method::Invite, target, uri);
+        req.headers
+            .push(rsip::headers::Contact::new(format!("<{}>", self.s.contact)).into());
+        req.headers
+            .push(rsip::headers::Allow::new(policy::ALLOW).into());
+        req.headers
+            .push(rsip::headers::ContentType::new("application/sdp").into());
         {
             let (h, b) = (&mut req.headers, &mut req.body);
             message::set_body(h, b, sdp.into_bytes());
@@ -1127,17 +1030,9 @@ impl UserAgent {
             return;
         };
         if let Ok(ack) = dialog.ack(&self.s.user_agent) {
-            let n = self.next + 1;
-            self.next = n;
-            let via = format!(
-                "SIP/2.0/{} {};branch=z9hG4bK{}{n};rport",
-                hop.proto.via_token(),
-                self.s.sent_by,
-                self.s.id_prefix
-            );
             let mut msg = ack;
             let mut headers = rsip::Headers::default();
-            headers.push(rsip::headers::Via::new(via).into());
+            headers.push(self.via(hop.proto));
             for h in msg.headers.iter() {
                 headers.push(h.clone());
             }
@@ -1272,28 +1167,10 @@ fn has_to_tag(req: &Request) -> bool {
 /// The transport address of an in-dialog next hop: an IP literal in the URI, else `fallback`
 /// (the proxy we sent the INVITE through; DNS is not used here).
 fn hop_of(uri: &str, fallback: Peer) -> Peer {
-    let Ok(u) = rsip::Uri::try_from(uri) else {
-        return fallback;
-    };
-    let Ok(ip) = u
-        .host()
-        .to_string()
-        .trim_matches(['[', ']'])
-        .parse::<std::net::IpAddr>()
-    else {
-        return fallback;
-    };
-    let port = u.port().map(|p| *p.value()).unwrap_or(5060);
-    let proto = match u.transport() {
-        Some(rsip::Transport::Tcp) => Proto::Tcp,
-        Some(rsip::Transport::Udp) => Proto::Udp,
-        _ => fallback.proto,
-    };
-    Peer {
-        proto,
-        addr: SocketAddr::new(ip, port),
-        conn: None,
-    }
+    rsip::Uri::try_from(uri)
+        .ok()
+        .and_then(|u| Peer::from_literal_uri(&u, fallback.proto))
+        .unwrap_or(fallback)
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581 §4: record where the request really came from in its top Via
