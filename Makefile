@@ -14,6 +14,7 @@ deps:
 
 build: deps
 	$(CARGO) build --locked
+	$(CARGO) build --locked --example bridge_driver
 
 release: deps
 	$(CARGO) build --locked --release
@@ -25,7 +26,8 @@ unit: deps
 	$(CARGO) test --locked
 
 integration: build
-	XSG_BIN=$(CURDIR)/$(BIN) bash integration/run.sh
+	XSG_BIN=$(CURDIR)/$(BIN) XSG_BRIDGE_DRIVER=$(CURDIR)/target/debug/examples/bridge_driver \
+	  bash integration/run.sh
 
 lint: deps
 	$(CARGO) fmt --check
@@ -33,7 +35,7 @@ lint: deps
 
 ## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
 bench: deps
-	$(CARGO) bench --locked --bench router --bench sip --bench rtp --bench codec
+	$(CARGO) bench --locked --bench router --bench sip --bench rtp --bench codec --bench srtp
 
 ## A local Prosody plus the gateway, and a scripted XMPP user that talks to it.
 demo: build

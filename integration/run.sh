@@ -17,6 +17,9 @@ if [ ! -x "$XSG_BIN" ]; then
   exit 1
 fi
 export XSG_BIN
+# The media bridge's JSON driver (cargo build --example bridge_driver) for test_media_bridge.py.
+XSG_BRIDGE_DRIVER=${XSG_BRIDGE_DRIVER:-$REPO/target/debug/examples/bridge_driver}
+export XSG_BRIDGE_DRIVER
 
 args=("$@")
 has_path=0

@@ -76,6 +76,10 @@ impl XmppConfig {
 pub struct MediaConfig {
     pub min_port: u16,
     pub max_port: u16,
+    /// The address media sockets bind and ICE gathers on; `None` = detected at startup.
+    pub bind_ip: Option<std::net::IpAddr>,
+    /// 1:1 NAT: advertised in ICE candidates and SDP instead of `bind_ip`.
+    pub public_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +174,8 @@ pub enum Kind {
     HostPortOpt,
     /// Any text, may be empty (optional values such as a user name).
     TextOpt,
+    /// A unicast IP address (not 0.0.0.0 or ::), or empty for "not set".
+    IpOpt,
 }
 
 /// One configuration key: the single source for validation, defaults and the README table.
@@ -266,6 +272,22 @@ pub const KEYS: &[KeySpec] = &[
         default: Some("20999"),
         flag: Some("--max-port"),
         help: "highest UDP port for media (Jigasi --max-port)",
+    },
+    KeySpec {
+        section: "media",
+        key: "bind_ip",
+        kind: Kind::IpOpt,
+        default: Some(""),
+        flag: None,
+        help: "local address media binds and ICE gathers on; empty = the address of the default route",
+    },
+    KeySpec {
+        section: "media",
+        key: "public_ip",
+        kind: Kind::IpOpt,
+        default: Some(""),
+        flag: None,
+        help: "1:1 NAT: public address advertised in ICE candidates and SDP instead of bind_ip; empty = none",
     },
     KeySpec {
         section: "sip",
@@ -781,6 +803,23 @@ fn check(kind: Kind, text: &str) -> Result<(), String> {
                 })?;
             }
         }
+        Kind::IpOpt => {
+            if !text.is_empty() {
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                        return Err(format!(
+                            "`{text}` is not a unicast address of this host; media needs one concrete address (leave it empty to use the default route's)"
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(format!(
+                            "`{text}` is not an IP address such as 192.0.2.10 or 2001:db8::10"
+                        ));
+                    }
+                }
+            }
+        }
         Kind::HostPortOpt => {
             if text
                 .chars()
@@ -933,6 +972,8 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
         media: MediaConfig {
             min_port: num(&get("media.min_port")),
             max_port: num(&get("media.max_port")),
+            bind_ip: opt("media.bind_ip").map(|s| s.parse().expect("checked by Kind::IpOpt")),
+            public_ip: opt("media.public_ip").map(|s| s.parse().expect("checked by Kind::IpOpt")),
         },
         admin: AdminConfig {
             listen: get("admin.listen")

@@ -142,6 +142,24 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    // The media engine is built (and `media.bind_ip` checked) at startup; calls draw on it.
+    let media = match xmpp_sip_gateway::media::bridge::MediaConfig::from_config(&cfg.media)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            xmpp_sip_gateway::media::bridge::MediaEngine::new(m).map_err(|e| e.to_string())
+        }) {
+        Ok(m) => m,
+        Err(e) => {
+            error!(error = %e, "cannot set up media");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    info!(
+        bind_ip = %media.config().bind_ip,
+        public_ip = ?media.config().public_ip,
+        ports = %format!("{}-{}", cfg.media.min_port, cfg.media.max_port),
+        "media engine ready"
+    );
     let metrics = Arc::new(Metrics::default());
     let router = Router::new(domain.clone(), cfg.mapping.domain_separator);
     let (link, handle, link_state) = Link::new(cfg.xmpp.clone(), router, metrics.clone());

@@ -1123,7 +1123,7 @@ async fn drive(t: &mut LegTask, started: Instant, dtls_out: &mut Option<Arc<DTLS
     loop {
         tokio::select! {
             r = conn.recv(&mut buf) => match r {
-                Ok(n) => handle_media(t, &mut remote_ctx, &dtls_tx, &buf[..n]),
+                Ok(n) => handle_media(t, &mut remote_ctx, profile, &dtls_tx, &buf[..n]),
                 Err(e) => return Stop::Failed(FailReason::Transport(e.to_string())),
             },
             e = &mut dtls_ended => {
@@ -1142,6 +1142,7 @@ async fn drive(t: &mut LegTask, started: Instant, dtls_out: &mut Option<Arc<DTLS
 fn handle_media(
     t: &LegTask,
     remote_ctx: &mut SrtpContext,
+    profile: ProtectionProfile,
     dtls_tx: &mpsc::Sender<Vec<u8>>,
     packet: &[u8],
 ) {
@@ -1151,7 +1152,16 @@ fn handle_media(
             return;
         }
         Demux::Rtp => (remote_ctx.decrypt_rtp(packet), false),
-        Demux::Rtcp => (remote_ctx.decrypt_rtcp(packet), true),
+        // webrtc-srtp 0.17.2 panics on short SRTCP and skips authentication when the E flag
+        // is clear: frame-check first (see `sdes::check_srtcp_framing`).
+        Demux::Rtcp => match super::sdes::check_srtcp_framing(profile, packet) {
+            Ok(()) => (remote_ctx.decrypt_rtcp(packet), true),
+            Err(e) => {
+                trace!("SRTCP refused: {e}");
+                t.stats.unprotect_failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        },
         Demux::Other => {
             t.stats.unknown_dropped.fetch_add(1, Ordering::Relaxed);
             return;
