@@ -350,7 +350,7 @@ fn sip_remote(cmd: &Value) -> Result<SipRemote, String> {
             .unwrap_or(false),
         crypto,
         codecs: codecs(cmd)?,
-        direction,
+        local_direction: direction,
     })
 }
 

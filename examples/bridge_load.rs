@@ -35,6 +35,8 @@ fn arg(name: &str, default: &str) -> String {
 }
 
 struct Driver {
+    /// `connected` events seen so far (they arrive interleaved with other replies).
+    connected: usize,
     child: Child,
     stdin: ChildStdin,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -44,10 +46,13 @@ impl Driver {
     fn send(&mut self, v: Value) {
         writeln!(self.stdin, "{v}").expect("driver stdin");
     }
-    /// Next event matching `event` (others, e.g. `plan`/`connected`, are skipped).
+    /// Next event matching `event` (others, e.g. `plan`, are skipped; `connected` counted).
     fn expect(&mut self, event: &str) -> Value {
         for line in self.lines.by_ref() {
             let v: Value = serde_json::from_str(&line.expect("driver stdout")).expect("JSON");
+            if v["event"] == "connected" {
+                self.connected += 1;
+            }
             if v["event"] == event {
                 return v;
             }
@@ -131,14 +136,22 @@ async fn main() {
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn")
+        .stderr(
+            std::fs::File::create("/tmp/bridge_load_driver.log")
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {driver_bin}: {e}"));
     let mut child = child;
     let stdin = child.stdin.take().unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut drv = Driver {
+        connected: 0,
         child,
         stdin,
         lines,
@@ -200,7 +213,7 @@ async fn main() {
         browsers.push(leg);
         phones.push((phone, sip_addr));
     }
-    for _ in 0..calls {
+    while drv.connected < calls {
         drv.expect("connected");
     }
     let (setup_rss, _) = drv.usage();

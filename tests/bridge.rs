@@ -155,7 +155,7 @@ async fn start(s: Setup) -> Call {
             rtcp_mux: false,
             crypto: s.sdes.map(|k| CryptoAttribute::new(1, k)),
             codecs: s.sip,
-            direction: Direction::SendRecv,
+            local_direction: Direction::SendRecv,
         })
         .await
         .unwrap();
@@ -430,7 +430,12 @@ async fn transcoding_opus_to_pcmu_carries_tones_both_ways_and_dtmf_is_scaled() {
             durations.push(u16::from_be_bytes([p[14], p[15]]));
         }
     }
-    assert_eq!(&durations[..3], &[160, 320, 800], "durations at 8 kHz");
+    assert_eq!(
+        durations.len(),
+        3,
+        "three telephone-event packets: {durations:?}"
+    );
+    assert_eq!(&durations[..], &[160, 320, 800], "durations at 8 kHz");
     let ev = call
         .event("Dtmf", |e| matches!(e, BridgeEvent::Dtmf { .. }))
         .await;
@@ -606,7 +611,8 @@ async fn sdes_srtp_on_the_sip_leg_both_ways() {
         assert_eq!(&got[12..], &payload[..]);
         call.browser.send_rtp(&got).await.unwrap();
         let (back, _) = call.phone_recv().await;
-        assert_ne!(&back[12..], &payload[..], "encrypted on the wire");
+        assert_eq!(back.len(), 12 + 160 + 10, "header, payload, 80-bit tag");
+        assert_ne!(&back[12..172], &payload[..], "encrypted on the wire");
         let plain = phone_srtp.unprotect_rtp(&back).unwrap();
         assert_eq!(&plain[12..], &payload[..]);
     }
@@ -664,7 +670,7 @@ async fn symmetric_rtp_latches_to_where_the_phone_really_sends_from() {
     // A packet of a payload type nobody negotiated, from a third address, is ignored.
     let stranger = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     stranger
-        .send_to(&rtp(0, 2, 320, 0x7777, false, &[2; 160]), sip_addr)
+        .send_to(&rtp(99, 2, 320, 0x7777, false, &[2; 160]), sip_addr)
         .await
         .unwrap();
     sleep(Duration::from_millis(100)).await;
@@ -700,4 +706,198 @@ async fn port_exhaustion_is_a_clean_error_and_every_port_comes_back() {
     let (c, _) = engine.create_bridge(WebRtcRole::Answerer).await.unwrap();
     c.close().await;
     assert_eq!(engine.ports_in_use(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvite_rekeys_sdes_only_when_the_phone_changes_its_key_and_hold_stops_sending() {
+    let phone_key = SdesKey::generate(SdesSuite::AesCm128HmacSha1_80);
+    let mut call = start(Setup {
+        range: (42260, 42279),
+        browser_range: (42280, 42299),
+        webrtc: LegCodecs {
+            audio: vec![pcmu()],
+            telephone_event: None,
+        },
+        sip: LegCodecs {
+            audio: vec![pcmu()],
+            telephone_event: None,
+        },
+        bad_fingerprint: false,
+        sdes: Some(phone_key.clone()),
+    })
+    .await;
+    call.connected().await;
+    let sip_addr = call.local.sip.rtp;
+    let remote = |key: &SdesKey, dir: Direction, phone: SocketAddr| SipRemote {
+        rtp: phone,
+        rtcp: None,
+        rtcp_mux: false,
+        crypto: Some(CryptoAttribute::new(1, key.clone())),
+        codecs: LegCodecs {
+            audio: vec![pcmu()],
+            telephone_event: None,
+        },
+        local_direction: dir,
+    };
+    let phone_addr = call.phone.local_addr().unwrap();
+    // The same offer again (a session refresh): our key stays, the session goes on.
+    let again = call
+        .bridge
+        .set_sip_remote(remote(&phone_key, Direction::SendRecv, phone_addr))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.key, call.local.sip.crypto.key,
+        "no rekey without a new key"
+    );
+    // The phone rekeys: we answer with a fresh key of ours too, and both directions work.
+    let new_phone_key = SdesKey::generate(SdesSuite::AesCm128HmacSha1_80);
+    let ours = call
+        .bridge
+        .set_sip_remote(remote(&new_phone_key, Direction::SendRecv, phone_addr))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(ours.key, call.local.sip.crypto.key, "a fresh key of ours");
+    let mut phone_srtp = SdesSession::new(&new_phone_key, &ours.key).unwrap();
+    for i in 0..5u16 {
+        let payload = [0x40 + i as u8; 160];
+        let p = rtp(
+            0,
+            100 + i,
+            16000 + u32::from(i) * 160,
+            0x5151,
+            i == 0,
+            &payload,
+        );
+        call.phone
+            .send_to(&phone_srtp.protect_rtp(&p).unwrap(), sip_addr)
+            .await
+            .unwrap();
+        let got = call.browser_recv().await;
+        assert_eq!(&got[12..], &payload[..]);
+        call.browser.send_rtp(&got).await.unwrap();
+        let (back, _) = call.phone_recv().await;
+        let plain = phone_srtp.unprotect_rtp(&back).expect("our new key");
+        assert_eq!(&plain[12..], &payload[..]);
+    }
+    // The phone puts us on hold (its a=sendonly, our recvonly): its music still reaches the
+    // browser, nothing goes to the phone.
+    call.bridge
+        .set_sip_remote(remote(&new_phone_key, Direction::RecvOnly, phone_addr))
+        .await
+        .unwrap();
+    let before = call.bridge.stats().await.unwrap().webrtc_to_sip;
+    for i in 5..10u16 {
+        let p = rtp(
+            0,
+            100 + i,
+            16000 + u32::from(i) * 160,
+            0x5151,
+            false,
+            &[7; 160],
+        );
+        call.phone
+            .send_to(&phone_srtp.protect_rtp(&p).unwrap(), sip_addr)
+            .await
+            .unwrap();
+        let got = call.browser_recv().await;
+        call.browser.send_rtp(&got).await.unwrap();
+    }
+    sleep(Duration::from_millis(200)).await;
+    let after = call.bridge.stats().await.unwrap().webrtc_to_sip;
+    assert_eq!(
+        after.sent, before.sent,
+        "nothing sent to a phone that holds us"
+    );
+    assert_eq!(after.received, before.received + 5);
+    call.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_flow_on_both_legs() {
+    let mut call = start(Setup {
+        range: (42300, 42319),
+        browser_range: (42320, 42339),
+        webrtc: LegCodecs {
+            audio: vec![pcmu()],
+            telephone_event: None,
+        },
+        sip: LegCodecs {
+            audio: vec![pcmu()],
+            telephone_event: None,
+        },
+        bad_fingerprint: false,
+        sdes: None,
+    })
+    .await;
+    call.connected().await;
+    let phone_rtcp = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    call.bridge
+        .set_sip_remote(SipRemote {
+            rtp: call.phone.local_addr().unwrap(),
+            rtcp: Some(phone_rtcp.local_addr().unwrap()),
+            rtcp_mux: false,
+            crypto: None,
+            codecs: LegCodecs {
+                audio: vec![pcmu()],
+                telephone_event: None,
+            },
+            local_direction: Direction::SendRecv,
+        })
+        .await
+        .unwrap();
+    let sip_addr = call.local.sip.rtp;
+    // Media both ways for a few seconds: the first report is due 2.5 s after the first packet.
+    let mut sip_report = None;
+    let mut webrtc_report = false;
+    let mut buf = [0u8; 1500];
+    for i in 0..250u16 {
+        let p = rtp(0, i, u32::from(i) * 160, 0x8888, i == 0, &[0xff; 160]);
+        call.phone.send_to(&p, sip_addr).await.unwrap();
+        call.browser
+            .send_rtp(&rtp(0, i, u32::from(i) * 160, 0x9999, i == 0, &[0x7f; 160]))
+            .await
+            .unwrap();
+        while let Ok(p) = call.browser_rx.media.try_recv() {
+            if let MediaPacket::Rtcp(r) = p {
+                webrtc_report |= r.len() >= 8 && (r[1] == 200 || r[1] == 201);
+            }
+        }
+        if let Ok(Ok((n, from))) =
+            timeout(Duration::from_millis(20), phone_rtcp.recv_from(&mut buf)).await
+        {
+            sip_report = Some((buf[1], n, from));
+        }
+        if sip_report.is_some() && webrtc_report {
+            break;
+        }
+    }
+    let (pt, n, from) = sip_report.expect("an RTCP report on the phone's RTCP port");
+    assert_eq!(pt, 200, "a sender report: we sent RTP to the phone");
+    assert!(
+        n >= 28 + 24,
+        "SR with one report block, then SDES: {n} bytes"
+    );
+    assert_eq!(
+        from.port(),
+        call.local.sip.rtcp_port,
+        "sent from our RTCP port"
+    );
+    assert!(webrtc_report, "an RTCP report reached the browser");
+    call.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_fails_halfway_holds_no_port() {
+    // 2 ports: the SIP pair fits, the ICE socket does not.
+    let engine = MediaEngine::new(MediaConfig::new(LOOPBACK, 42340, 42341)).unwrap();
+    let err = engine
+        .create_bridge(WebRtcRole::Answerer)
+        .await
+        .expect_err("no room for the ICE socket");
+    assert!(matches!(err, MediaError::Ports(_)), "{err:?}");
+    assert_eq!(engine.ports_in_use(), 0);
+    assert_eq!(engine.active_bridges(), 0);
 }

@@ -54,7 +54,8 @@ use super::webrtc::{
 /// Largest datagram we read: an Ethernet MTU plus headroom; a bigger datagram is truncated by the
 /// kernel and then fails to parse or authenticate, so it is dropped.
 const MAX_DATAGRAM: usize = 1500;
-/// Room for an RTP header with CSRCs and an extension in front of a transcoded payload.
+/// The header in front of a transcoded payload: our frames carry a fixed 12-byte header (no
+/// CSRCs, no extension).
 const OUT_HEADER_ROOM: usize = FIXED_HEADER_LEN;
 /// The SDES suite we offer: the one every SIP phone with SRTP implements (RFC 4568 §6.2.1).
 pub const DEFAULT_SDES_SUITE: SdesSuite = SdesSuite::AesCm128HmacSha1_80;
@@ -277,8 +278,11 @@ pub struct SipRemote {
     /// The SIP side's chosen `a=crypto` (RTP/SAVP); `None` for plain RTP.
     pub crypto: Option<CryptoAttribute>,
     pub codecs: LegCodecs,
-    /// Our direction toward the SIP side (the answer's or offer's view from our side).
-    pub direction: Direction,
+    /// *Our* direction toward the SIP side, i.e. what we put in our own SDP: when the SIP side
+    /// holds us with `a=sendonly`, this is `RecvOnly` (we keep playing their music on hold to
+    /// the XMPP side and send nothing); the call layer inverts the SIP side's attribute. A
+    /// `c=0.0.0.0` (RFC 2543 hold) address also stops sending, whatever this says.
+    pub local_direction: Direction,
 }
 
 /// Our SIP leg, for the SDP we send.
@@ -445,10 +449,11 @@ impl MediaEngine {
             _guards: (sip_lease.guard, ice_guard),
             sip: None,
             offer_key,
+            offer_key_used: false,
             media: None,
             events: events_tx,
             stats: BridgeStats::default(),
-            active: Arc::clone(&self.active),
+            _active: ActiveGuard(Arc::clone(&self.active)),
         };
         let span = tracing::info_span!("bridge", sip_port = rtp_port, ice_port);
         let handle = tokio::spawn(task.run(cmd_rx).instrument(span));
@@ -570,7 +575,11 @@ struct SipLeg {
     remote: SipRemote,
     latch: Latch,
     srtp: Option<SdesSession>,
+    /// Our SDES key in use (the one in our last answer).
+    local_key: Option<SdesKey>,
     rtcp: Option<RtcpSession>,
+    /// Where the SIP side's RTCP really comes from (symmetric RTCP behind NAT).
+    rtcp_dest: Option<SocketAddr>,
 }
 
 /// One direction of media: packets from `source` rewritten (and maybe transcoded) for the sink.
@@ -592,6 +601,9 @@ struct TranscodePath {
     transcoder: Transcoder,
     /// SSRC of the source stream, put on transcoded frames so the rewriter sees one stream.
     source_ssrc: u32,
+    /// A rejected frame was logged (once per call: a peer sending 30 or 60 ms packets would
+    /// otherwise log 50 lines a second).
+    warned: bool,
 }
 
 /// What the flow wants sent for one received packet.
@@ -629,6 +641,9 @@ impl Flow {
             ),
             None => None,
         };
+        // A telephone-event payload type equal to the audio one would make every audio packet
+        // an "event": a broken offer; detect nothing rather than misparse audio.
+        let detect = detect.filter(|f| f.pt != from.pt);
         let detector = match detect {
             Some(f) => DtmfDetector::new(f.clock).ok(),
             None => None,
@@ -643,6 +658,7 @@ impl Flow {
                 jitter,
                 transcoder: t,
                 source_ssrc: 0,
+                warned: false,
             };
             (Some(path), out)
         } else {
@@ -749,7 +765,13 @@ impl Flow {
                     let n = match t.transcoder.transcode(f.payload, body) {
                         Ok(n) => n,
                         // A malformed frame keeps the cadence with a concealed one.
-                        Err(_) => t.transcoder.conceal(body).unwrap_or(0),
+                        Err(e) => {
+                            if !t.warned {
+                                t.warned = true;
+                                warn!("cannot transcode a received frame (concealed): {e}");
+                            }
+                            t.transcoder.conceal(body).unwrap_or(0)
+                        }
                     };
                     (f.meta, n)
                 }
@@ -822,10 +844,20 @@ struct BridgeTask {
     _guards: (PortGuard, PortGuard),
     sip: Option<SipLeg>,
     offer_key: SdesKey,
+    offer_key_used: bool,
     media: Option<Media>,
     events: mpsc::UnboundedSender<BridgeEvent>,
     stats: BridgeStats,
-    active: Arc<AtomicUsize>,
+    _active: ActiveGuard,
+}
+
+/// Counts a live bridge task; decremented however the task ends (close, drop, panic, abort).
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A random RFC 7022 CNAME for one leg's RTCP.
@@ -890,11 +922,16 @@ async fn send_sip(
     packet: &[u8],
     now: Instant,
 ) {
-    if !sip.remote.direction.sends() {
+    if !sip.remote.local_direction.sends() {
         stats.dropped += 1;
         return;
     }
     let dest = sip.latch.destination();
+    if dest.ip().is_unspecified() || dest.port() == 0 || sip.remote.rtp.ip().is_unspecified() {
+        // RFC 2543 hold (`c=0.0.0.0`) or a rejected stream: nowhere to send.
+        stats.dropped += 1;
+        return;
+    }
     let sent = match &mut sip.srtp {
         Some(s) => match s.protect_rtp(packet) {
             Ok(p) => socket.send_to(&p, dest).await,
@@ -969,14 +1006,13 @@ impl BridgeTask {
                     Err(e) => debug!("SIP RTP socket: {e}"),
                 },
                 r = recv_from_opt(&self.sip_rtcp, &mut rtcp_buf) => match r {
-                    Ok((n, from)) => self.on_sip_rtcp(&rtcp_buf[..n], from),
+                    Ok((n, from)) => self.on_sip_rtcp(&rtcp_buf[..n], from, true),
                     Err(e) => debug!("SIP RTCP socket: {e}"),
                 },
                 () = sleep_until_opt(wake) => self.on_timers().await,
             }
         }
         self.leg.close().await;
-        self.active.fetch_sub(1, Ordering::Relaxed);
         info!(
             to_sip = ?self.media.as_ref().map(|m| m.to_sip.stats),
             to_webrtc = ?self.media.as_ref().map(|m| m.to_webrtc.stats),
@@ -1050,46 +1086,63 @@ impl BridgeTask {
         if remote.codecs.audio.is_empty() {
             return Err(MediaError::NoCodec(LegKind::Sip));
         }
+        if let Some(sip) = &self.sip
+            && sip.remote.codecs != remote.codecs
+        {
+            return Err(MediaError::CodecChange(LegKind::Sip));
+        }
         let now = Instant::now();
-        // Our key for the suite the SIP side chose: the offered one when it matches.
-        let (srtp, answer) = match &remote.crypto {
-            Some(theirs) => {
-                let ours = if theirs.key.suite == self.offer_key.suite {
-                    self.offer_key.clone()
-                } else {
-                    SdesKey::generate(theirs.key.suite)
-                };
-                let session = SdesSession::new(&ours, &theirs.key)?;
-                let answer = CryptoAttribute::new(theirs.tag, ours);
-                (Some(session), Some(answer))
-            }
-            None => (None, None),
+        // SDES: the session stays while the SIP side's key is unchanged (same suite and
+        // material). Any change rebuilds both directions with a fresh key of ours, so that no
+        // key is ever used again with a restarted packet index (RFC 3711 §9.1). The key we
+        // offered is used once, for the first answer that picks its suite.
+        let current = self.sip.as_ref().and_then(|sip| {
+            let theirs = sip.remote.crypto.as_ref()?;
+            Some((theirs.key.clone(), sip.local_key.clone()?))
+        });
+        let (rekeyed, local_key) = match &remote.crypto {
+            None => (Some(None), None),
+            Some(theirs) => match current {
+                Some((old, ours)) if old == theirs.key => (None, Some(ours)),
+                _ => {
+                    let ours = if !self.offer_key_used && theirs.key.suite == self.offer_key.suite {
+                        self.offer_key_used = true;
+                        self.offer_key.clone()
+                    } else {
+                        SdesKey::generate(theirs.key.suite)
+                    };
+                    let session = SdesSession::new(&ours, &theirs.key)?;
+                    (Some(Some(session)), Some(ours))
+                }
+            },
         };
+        let answer = remote
+            .crypto
+            .as_ref()
+            .zip(local_key.clone())
+            .map(|(theirs, ours)| CryptoAttribute::new(theirs.tag, ours));
         match &mut self.sip {
             Some(sip) => {
-                if sip.remote.codecs != remote.codecs {
-                    return Err(MediaError::CodecChange(LegKind::Sip));
-                }
-                // A re-INVITE: new address (re-latch from there), new keys, hold.
-                if sip.remote.rtp != remote.rtp {
+                // A re-INVITE: new address (re-latch from there; `c=0.0.0.0` only stops
+                // sending), new keys, hold.
+                if sip.remote.rtp != remote.rtp && !remote.rtp.ip().is_unspecified() {
                     sip.latch.reset(remote.rtp, now);
+                    sip.rtcp_dest = None;
                 }
-                let same_keys = match (&sip.remote.crypto, &remote.crypto) {
-                    (Some(a), Some(b)) => a.key.material() == b.key.material(),
-                    (None, None) => true,
-                    _ => false,
-                };
-                if !same_keys {
-                    sip.srtp = srtp;
+                if let Some(session) = rekeyed {
+                    sip.srtp = session;
                 }
+                sip.local_key = local_key;
                 sip.remote = remote;
             }
             None => {
                 self.sip = Some(SipLeg {
                     latch: Latch::new(remote.rtp, now),
                     remote,
-                    srtp,
+                    srtp: rekeyed.flatten(),
+                    local_key,
                     rtcp: None,
+                    rtcp_dest: None,
                 });
             }
         }
@@ -1147,6 +1200,11 @@ impl BridgeTask {
             Ok((plan, to_sip, to_webrtc, webrtc_rtcp, sip_rtcp)) => {
                 info!(?plan, "media plan");
                 sip.rtcp = Some(sip_rtcp);
+                // Packets only count toward the latch once media flows: the window opens now,
+                // not when the SIP side's SDP arrived (a 183 may precede the answer by long).
+                if !sip.latch.is_latched() {
+                    sip.latch.reset(sip.remote.rtp, Instant::now());
+                }
                 self.stats.plan = Some(plan);
                 self.media = Some(Media {
                     plan,
@@ -1238,7 +1296,7 @@ impl BridgeTask {
     /// One datagram on the SIP leg's RTP port: RTCP (rtcp-mux), SRTP or RTP.
     async fn on_sip_datagram(&mut self, buf: &mut [u8], from: SocketAddr) {
         if rtp::is_rtcp(buf) {
-            self.on_sip_rtcp(buf, from);
+            self.on_sip_rtcp(buf, from, false);
             return;
         }
         let now = Instant::now();
@@ -1246,7 +1304,7 @@ impl BridgeTask {
             // No remote yet (or no plan): nobody to bridge to.
             return;
         };
-        if !sip.remote.direction.receives() {
+        if !sip.remote.local_direction.receives() {
             return;
         }
         // Unprotect into a scratch copy when SDES is on; the latch only moves on proof.
@@ -1315,7 +1373,7 @@ impl BridgeTask {
     }
 
     /// RTCP from the SIP side (its RTCP port, or the RTP port with rtcp-mux).
-    fn on_sip_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
+    fn on_sip_rtcp(&mut self, buf: &[u8], from: SocketAddr, rtcp_port: bool) {
         let Some(sip) = &mut self.sip else { return };
         // Accepted only from the peer's IP (its port may differ: RTCP on port + 1).
         if from.ip() != sip.latch.destination().ip() {
@@ -1333,8 +1391,11 @@ impl BridgeTask {
             },
             None => sip.rtcp.as_mut().map(|r| r.on_rtcp(buf, now)),
         };
-        if let Some(Err(e)) = parsed {
-            trace!("bad RTCP from the SIP side: {e}");
+        match parsed {
+            Some(Err(e)) => trace!("bad RTCP from the SIP side: {e}"),
+            // Well-formed (and authenticated, with SDES) RTCP on our RTCP port: answer there.
+            _ if rtcp_port => sip.rtcp_dest = Some(from),
+            _ => {}
         }
     }
 
@@ -1392,7 +1453,7 @@ impl BridgeTask {
             let (socket, dest) = if sip.remote.rtcp_mux {
                 (&self.sip_rtp, rtp_dest)
             } else {
-                let dest = sip.remote.rtcp.unwrap_or_else(|| {
+                let dest = sip.rtcp_dest.or(sip.remote.rtcp).unwrap_or_else(|| {
                     SocketAddr::new(rtp_dest.ip(), rtp_dest.port().wrapping_add(1))
                 });
                 (self.sip_rtcp.as_ref().unwrap_or(&self.sip_rtp), dest)

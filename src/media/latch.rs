@@ -49,6 +49,9 @@ pub struct Latch {
     latched: bool,
     window_end: Instant,
     last_from_peer: Option<Instant>,
+    /// Where we sent before the last re-INVITE moved media: late packets from there must not
+    /// latch us back (a PBX moving media to another box keeps sending for a moment).
+    previous: Option<SocketAddr>,
     /// Packets dropped as foreign (for stats).
     pub foreign: u64,
 }
@@ -61,6 +64,7 @@ impl Latch {
             latched: false,
             window_end: now + LATCH_WINDOW,
             last_from_peer: None,
+            previous: None,
             foreign: 0,
         }
     }
@@ -68,8 +72,14 @@ impl Latch {
     /// The remote description changed (re-INVITE): send to the new address and open the
     /// window again.
     pub fn reset(&mut self, signalled: SocketAddr, now: Instant) {
+        let previous = if self.dest != signalled {
+            Some(self.dest)
+        } else {
+            self.previous
+        };
         *self = Latch {
             foreign: self.foreign,
+            previous,
             ..Latch::new(signalled, now)
         };
     }
@@ -93,6 +103,7 @@ impl Latch {
             return Verdict::FromPeer;
         }
         let may_latch = match evidence {
+            _ if Some(source) == self.previous => false,
             Evidence::None => false,
             // Authenticated SRTP proves the sender holds the call's keys.
             Evidence::Authenticated => true,
@@ -122,6 +133,29 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse::<SocketAddr>().expect("test address")
+    }
+
+    #[test]
+    fn a_reinvite_move_is_not_undone_by_late_packets_from_the_old_endpoint() {
+        let t0 = Instant::now();
+        let mut l = Latch::new(a("10.0.0.5:4000"), t0);
+        assert_eq!(
+            l.on_packet(a("10.0.0.5:4000"), Evidence::NegotiatedRtp, t0),
+            Verdict::FromPeer
+        );
+        // re-INVITE: media moves to a media server
+        l.reset(a("10.0.0.9:6000"), t0);
+        assert_eq!(
+            l.on_packet(a("10.0.0.5:4000"), Evidence::NegotiatedRtp, t0),
+            Verdict::Foreign,
+            "late packet from the old endpoint"
+        );
+        assert_eq!(l.destination(), a("10.0.0.9:6000"));
+        // the new endpoint, seen through a NAT, still latches
+        assert_eq!(
+            l.on_packet(a("203.0.113.7:7000"), Evidence::NegotiatedRtp, t0),
+            Verdict::Latched(a("203.0.113.7:7000"))
+        );
     }
 
     #[test]

@@ -236,21 +236,14 @@ impl SdesKey {
 
     /// An SRTP context for this key. Only the receiving side needs replay protection, and
     /// `webrtc-srtp` has none unless asked.
-    fn context(&self, replay_protected: bool) -> Result<Context, SdesError> {
-        let (srtp, srtcp) = if replay_protected {
-            (
-                Some(srtp_replay_protection(REPLAY_WINDOW)),
-                Some(srtcp_replay_protection(REPLAY_WINDOW)),
-            )
-        } else {
-            (None, None)
-        };
+    /// The sending context for this key (no replay state: we only protect with it).
+    fn context(&self) -> Result<Context, SdesError> {
         Ok(Context::new(
             self.master_key(),
             self.master_salt(),
             self.suite.profile(),
-            srtp,
-            srtcp,
+            None,
+            None,
         )?)
     }
 }
@@ -408,12 +401,121 @@ fn clip(s: &str) -> String {
     s.chars().take(MAX_ECHO).collect()
 }
 
+/// How many SSRCs that failed (or have not yet passed) authentication a receiving context may
+/// accumulate before it is rebuilt. webrtc-srtp 0.17.2 creates per-SSRC state *before*
+/// authenticating a packet, so forged packets with random SSRCs would otherwise grow memory
+/// without bound for the whole call.
+const MAX_UNVERIFIED_SSRCS: usize = 32;
+
+/// The receiving (unprotect) side of an SRTP session with bounded per-SSRC state: after
+/// [`MAX_UNVERIFIED_SSRCS`] packets from SSRCs never authenticated, the context is rebuilt from
+/// the same master key, which drops the junk state (and resets the replay windows of the real
+/// SSRCs, whose duplicates the RTP rewriter still drops). Used by the SDES leg and the DTLS-SRTP
+/// WebRTC leg alike.
+pub struct SrtpReceiver {
+    key: Vec<u8>,
+    salt: Vec<u8>,
+    profile: ProtectionProfile,
+    ctx: Context,
+    /// SSRCs that authenticated since the context was (re)built.
+    verified: Vec<u32>,
+    /// Packets from other SSRCs since then.
+    unverified: usize,
+}
+
+impl fmt::Debug for SrtpReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtpReceiver")
+            .field("profile", &self.profile)
+            .field("verified", &self.verified)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SrtpReceiver {
+    /// A replay-protected receiving context for the peer's `master_key`/`master_salt`.
+    pub fn new(
+        master_key: &[u8],
+        master_salt: &[u8],
+        profile: ProtectionProfile,
+    ) -> Result<Self, SdesError> {
+        Ok(SrtpReceiver {
+            key: master_key.to_vec(),
+            salt: master_salt.to_vec(),
+            profile,
+            ctx: Self::build(master_key, master_salt, profile)?,
+            verified: Vec::new(),
+            unverified: 0,
+        })
+    }
+
+    fn build(key: &[u8], salt: &[u8], profile: ProtectionProfile) -> Result<Context, SdesError> {
+        Ok(Context::new(
+            key,
+            salt,
+            profile,
+            Some(srtp_replay_protection(REPLAY_WINDOW)),
+            Some(srtcp_replay_protection(REPLAY_WINDOW)),
+        )?)
+    }
+
+    /// Accounts for a packet of `ssrc` before the crate sees it; rebuilds the context when too
+    /// many unverified SSRCs have been tried.
+    fn admit(&mut self, ssrc: Option<u32>) -> Result<(), SdesError> {
+        let known = ssrc.is_some_and(|s| self.verified.contains(&s));
+        if !known {
+            self.unverified += 1;
+            if self.unverified > MAX_UNVERIFIED_SSRCS {
+                self.ctx = Self::build(&self.key, &self.salt, self.profile)?;
+                self.unverified = 1;
+                self.verified.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn verified(&mut self, ssrc: Option<u32>) {
+        if let Some(s) = ssrc
+            && !self.verified.contains(&s)
+        {
+            // A handful of real sources per call at most; keep the list short regardless.
+            if self.verified.len() >= 8 {
+                self.verified.remove(0);
+            }
+            self.verified.push(s);
+        }
+    }
+
+    /// Authenticates (with replay check) and decrypts one SRTP packet.
+    pub fn decrypt_rtp(&mut self, srtp: &[u8]) -> Result<Bytes, SdesError> {
+        let ssrc = srtp
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        self.admit(ssrc)?;
+        let plain = self.ctx.decrypt_rtp(srtp)?;
+        self.verified(ssrc);
+        Ok(plain)
+    }
+
+    /// Frame-checks ([`check_srtcp_framing`]), authenticates and decrypts one SRTCP packet.
+    pub fn decrypt_rtcp(&mut self, srtcp: &[u8]) -> Result<Bytes, SdesError> {
+        check_srtcp_framing(self.profile, srtcp)?;
+        let ssrc = srtcp
+            .get(4..8)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        self.admit(ssrc)?;
+        let plain = self.ctx.decrypt_rtcp(srtcp)?;
+        self.verified(ssrc);
+        Ok(plain)
+    }
+}
+
 /// Both directions of one SDES-SRTP session: we protect with our key and unprotect with the
 /// peer's (RFC 4568 §6.1: each `a=crypto` key is the key its sender uses).
 pub struct SdesSession {
     suite: SdesSuite,
     tx: Context,
-    rx: Context,
+    rx: SrtpReceiver,
 }
 
 impl fmt::Debug for SdesSession {
@@ -436,8 +538,12 @@ impl SdesSession {
         }
         Ok(SdesSession {
             suite: local.suite,
-            tx: local.context(false)?,
-            rx: remote.context(true)?,
+            tx: local.context()?,
+            rx: SrtpReceiver::new(
+                remote.master_key(),
+                remote.master_salt(),
+                remote.suite.profile(),
+            )?,
         })
     }
 
@@ -453,7 +559,7 @@ impl SdesSession {
 
     /// Authenticates (with replay check) and decrypts one SRTP packet from the peer.
     pub fn unprotect_rtp(&mut self, srtp: &[u8]) -> Result<Bytes, SdesError> {
-        Ok(self.rx.decrypt_rtp(srtp)?)
+        self.rx.decrypt_rtp(srtp)
     }
 
     /// Encrypts and authenticates one RTCP compound packet toward the peer.
@@ -463,8 +569,7 @@ impl SdesSession {
 
     /// Authenticates (with replay check) and decrypts one SRTCP packet from the peer.
     pub fn unprotect_rtcp(&mut self, srtcp: &[u8]) -> Result<Bytes, SdesError> {
-        check_srtcp_framing(self.suite.profile(), srtcp)?;
-        Ok(self.rx.decrypt_rtcp(srtcp)?)
+        self.rx.decrypt_rtcp(srtcp)
     }
 }
 
@@ -535,6 +640,25 @@ mod tests {
         let alice = SdesSession::new(&a, &b).expect("same suite");
         let bob = SdesSession::new(&b, &a).expect("same suite");
         (alice, bob)
+    }
+
+    #[test]
+    fn forged_packets_with_random_ssrcs_keep_receiver_state_bounded() {
+        let (mut alice, mut bob) = pair(SdesSuite::AesCm128HmacSha1_80);
+        let first = alice.protect_rtp(&rtp_packet(1)).expect("protect");
+        assert!(bob.unprotect_rtp(&first).is_ok());
+        for i in 0..1000u32 {
+            let mut forged = first.to_vec();
+            forged[8..12].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+            assert!(bob.unprotect_rtp(&forged).is_err(), "forgery {i} refused");
+            assert!(bob.rx.unverified <= MAX_UNVERIFIED_SSRCS, "state bounded");
+        }
+        // The real stream still authenticates after the rebuilds.
+        let later = alice.protect_rtp(&rtp_packet(2)).expect("protect");
+        assert_eq!(
+            &bob.unprotect_rtp(&later).expect("still keyed")[..],
+            &rtp_packet(2)[..]
+        );
     }
 
     #[test]

@@ -37,7 +37,6 @@ use webrtc_ice::state::ConnectionState;
 use webrtc_ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc_srtp::config::Config as SrtpConfig;
 use webrtc_srtp::context::Context as SrtpContext;
-use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use webrtc_srtp::protection_profile::ProtectionProfile;
 use webrtc_util::Conn;
 
@@ -60,9 +59,6 @@ const MEDIA_CHANNEL_DEPTH: usize = 256;
 /// DTLS records queued toward the DTLS state machine. Only handshake flights and alerts travel
 /// here, a few packets per flight.
 const DTLS_CHANNEL_DEPTH: usize = 32;
-
-/// SRTP/SRTCP replay window (RFC 3711 §3.3.2 recommends at least 64).
-const REPLAY_WINDOW: usize = 64;
 
 /// Bound on tearing down the agent and DTLS; `Agent::close` has a known deadlock FIXME upstream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1085,16 +1081,13 @@ async fn drive(t: &mut LegTask, started: Instant, dtls_out: &mut Option<Arc<DTLS
         None,
         None,
     );
-    let remote_ctx = SrtpContext::new(
-        &keys.remote_master_key,
-        &keys.remote_master_salt,
-        profile,
-        Some(srtp_replay_protection(REPLAY_WINDOW)),
-        Some(srtcp_replay_protection(REPLAY_WINDOW)),
-    );
+    // Bounded per-SSRC state and SRTCP framing checks (see `sdes::SrtpReceiver`).
+    let remote_ctx =
+        super::sdes::SrtpReceiver::new(&keys.remote_master_key, &keys.remote_master_salt, profile);
     let (local_ctx, mut remote_ctx) = match (local_ctx, remote_ctx) {
         (Ok(l), Ok(r)) => (l, r),
-        (Err(e), _) | (_, Err(e)) => return Stop::Failed(FailReason::Srtp(e.to_string())),
+        (Err(e), _) => return Stop::Failed(FailReason::Srtp(e.to_string())),
+        (_, Err(e)) => return Stop::Failed(FailReason::Srtp(e.to_string())),
     };
     *t.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sender {
         ctx: local_ctx,
@@ -1123,7 +1116,7 @@ async fn drive(t: &mut LegTask, started: Instant, dtls_out: &mut Option<Arc<DTLS
     loop {
         tokio::select! {
             r = conn.recv(&mut buf) => match r {
-                Ok(n) => handle_media(t, &mut remote_ctx, profile, &dtls_tx, &buf[..n]),
+                Ok(n) => handle_media(t, &mut remote_ctx, &dtls_tx, &buf[..n]),
                 Err(e) => return Stop::Failed(FailReason::Transport(e.to_string())),
             },
             e = &mut dtls_ended => {
@@ -1141,8 +1134,7 @@ async fn drive(t: &mut LegTask, started: Instant, dtls_out: &mut Option<Arc<DTLS
 
 fn handle_media(
     t: &LegTask,
-    remote_ctx: &mut SrtpContext,
-    profile: ProtectionProfile,
+    remote_ctx: &mut super::sdes::SrtpReceiver,
     dtls_tx: &mpsc::Sender<Vec<u8>>,
     packet: &[u8],
 ) {
@@ -1152,16 +1144,9 @@ fn handle_media(
             return;
         }
         Demux::Rtp => (remote_ctx.decrypt_rtp(packet), false),
-        // webrtc-srtp 0.17.2 panics on short SRTCP and skips authentication when the E flag
-        // is clear: frame-check first (see `sdes::check_srtcp_framing`).
-        Demux::Rtcp => match super::sdes::check_srtcp_framing(profile, packet) {
-            Ok(()) => (remote_ctx.decrypt_rtcp(packet), true),
-            Err(e) => {
-                trace!("SRTCP refused: {e}");
-                t.stats.unprotect_failures.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        },
+        // Frame-checked first: webrtc-srtp 0.17.2 panics on short SRTCP and skips
+        // authentication when the E flag is clear (see `sdes::check_srtcp_framing`).
+        Demux::Rtcp => (remote_ctx.decrypt_rtcp(packet), true),
         Demux::Other => {
             t.stats.unknown_dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -1407,7 +1392,7 @@ mod tests {
             &key,
             &salt,
             p,
-            Some(srtp_replay_protection(REPLAY_WINDOW)),
+            Some(webrtc_srtp::option::srtp_replay_protection(64)),
             None,
         )
         .unwrap();
