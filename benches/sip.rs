@@ -59,6 +59,7 @@ fn ua() -> UserAgent {
         max_dialogs: 100,
         user_agent: "bench".into(),
         id_prefix: "b".into(),
+        accept_calls: false,
     };
     UserAgent::new(s, None, None, Arc::new(Metrics::default()))
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod call;
 pub mod config;
 pub mod media;
 pub mod metrics;

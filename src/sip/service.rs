@@ -284,6 +284,7 @@ pub async fn start(
         max_dialogs: cfg.max_dialogs,
         user_agent: format!("{PRODUCT_NAME}/{}", env!("CARGO_PKG_VERSION")),
         id_prefix,
+        accept_calls: false,
     };
     info!(%listen, %sent_by, %aor, %contact, registrar = ?registrar.map(|p| p.addr), "SIP user agent ready");
     let has_account = registration.is_some();
@@ -394,6 +395,9 @@ fn drain(
                     }));
                 }
             }
+            // Bridged-call events: no call layer is attached yet (`accept_calls` is off and
+            // nothing calls `invite`), so none can occur.
+            UaOutput::Event(other) => tracing::debug!(?other, "call event without a call layer"),
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct UaSettings {
     pub user_agent: String,
     /// Prefix for branches, tags and Call-IDs, random per process so two runs never collide.
     pub id_prefix: String,
+    /// Incoming INVITEs are offered to the call layer ([`UaEvent::Incoming`]); when false they
+    /// get 480 (no call layer running).
+    pub accept_calls: bool,
 }
 
 /// Identifies a request a caller asked us to send.
@@ -68,8 +71,42 @@ pub enum UaEvent {
         code: u16,
         reason: String,
     },
-    /// A probe call ended: the INVITE's final code and, if it was answered, the BYE's
-    /// (`bye_by_peer` when the far end hung up first).
+    /// A new INVITE for the call layer: answer it with [`UserAgent::ring`],
+    /// [`UserAgent::answer`] or [`UserAgent::reject`].
+    Incoming {
+        id: RequestId,
+        /// From's URI (the caller) and display name.
+        from: String,
+        from_display: Option<String>,
+        /// To's URI and the Request-URI (the callee).
+        to: String,
+        request_uri: String,
+        call_id: String,
+        /// The offer (empty for an offerless INVITE, which the call layer refuses).
+        sdp: Vec<u8>,
+        /// Jitsi's `Jitsi-Conference-Room` header (which room a dial-in joins).
+        room: Option<String>,
+    },
+    /// A provisional response (180, 183) to our INVITE, with its SDP if any (early media).
+    Progress {
+        id: RequestId,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    /// Our INVITE was answered (2xx, already ACKed): the SDP answer.
+    Answered {
+        id: RequestId,
+        sdp: Vec<u8>,
+    },
+    /// The peer sent a re-INVITE (hold, new address): answer with
+    /// [`UserAgent::answer_reinvite`].
+    Reoffer {
+        id: RequestId,
+        sdp: Vec<u8>,
+    },
+    /// A call ended: the INVITE's final code (487 when the caller cancelled ours, or when we
+    /// cancelled) and, if it was answered, the BYE's (`bye_by_peer` when the far end hung up
+    /// first).
     CallEnded {
         id: RequestId,
         code: u16,
@@ -92,15 +129,36 @@ enum Purpose {
     Request(RequestId),
     /// The INVITE of a probe call (see [`UserAgent::call`]).
     Call(RequestId),
-    /// The BYE ending a probe call.
+    /// The BYE ending a call.
     Bye(RequestId),
+    /// The CANCEL of our INVITE (its outcome is the INVITE's 487).
+    Cancel(RequestId),
 }
 
-/// A call placed by [`UserAgent::call`]: INVITE, ACK, hold, BYE. It carries no media (its
-/// offer is `a=inactive`) until the media engine exists; it proves signalling end to end.
+/// An INVITE we received and have not answered finally yet.
+#[derive(Debug)]
+struct UasInvite {
+    key: TransactionKey,
+    req: Request,
+    local_tag: String,
+    from: Peer,
+}
+
+/// A call: a probe placed by [`UserAgent::call`] (INVITE, ACK, hold, BYE, no media), or a
+/// bridged call the call layer drives ([`UserAgent::invite`], [`UaEvent::Incoming`]).
 #[derive(Debug)]
 struct ProbeCall {
-    hold: Duration,
+    /// `Some`: a probe call held this long; `None`: a bridged call.
+    hold: Option<Duration>,
+    /// The INVITE we received, until we answer it finally.
+    uas: Option<UasInvite>,
+    /// A re-INVITE waiting for the call layer's answer.
+    pending_reinvite: Option<(TransactionKey, Request)>,
+    /// A 1xx arrived for our INVITE (CANCEL may be sent from then on, RFC 3261 §9.1).
+    provisional: bool,
+    /// The call layer asked to cancel before any 1xx: sent when one arrives.
+    cancel_requested: bool,
+    answered_reported: bool,
     dialog: Option<Dialog>,
     /// Where ACK and BYE go (first route, else the remote target, else the proxy).
     hop: Option<Peer>,
@@ -110,8 +168,10 @@ struct ProbeCall {
     reinvites: Reinvites,
     /// Our 2xx to a re-INVITE, retransmitted until its ACK (RFC 3261 §13.3.1.4).
     uas_2xx: Option<(TransactionKey, Response, Retransmit2xx)>,
-    /// Our offer, repeated in answers to re-INVITEs (the probe call's media never changes).
+    /// Our current SDP (offer or answer), repeated in answers to re-INVITEs.
     sdp: Vec<u8>,
+    /// RFC 3326 `Reason` for our BYE (e.g. `SIP;cause=503;text="ICE failed"`).
+    bye_reason: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +186,10 @@ pub enum UaError {
     Table(String),
     #[error("sip.max_dialogs ({0}) reached")]
     TooManyDialogs(usize),
+    #[error("no such call (already ended?)")]
+    UnknownCall,
+    #[error("the call is not in a state where this can be done: {0}")]
+    WrongState(&'static str),
 }
 
 /// A request we originated, kept to answer 401/407 challenges (RFC 3261 §22.2).
@@ -495,17 +559,39 @@ impl UserAgent {
                 self.peers.insert(key.clone(), from);
                 match invite {
                     Some(ikey) => {
-                        self.answer(&key, &request, 200, now);
-                        if let Some(inv) = self.table.get(&ikey).map(|t| t.request().clone()) {
-                            self.answer(&ikey, &inv, 487, now);
+                        self.respond(&key, &request, 200, now);
+                        // Our pending incoming call, if it is one: 487 with its dialog tag.
+                        let call = self
+                            .calls
+                            .iter()
+                            .find(|(_, c)| c.uas.as_ref().is_some_and(|u| u.key == ikey))
+                            .map(|(id, _)| *id);
+                        match call {
+                            Some(id) => {
+                                let _ = self.reject(id, 487, now);
+                                self.out.push_back(UaOutput::Event(UaEvent::CallEnded {
+                                    id,
+                                    code: 487,
+                                    reason: reason_phrase(487).to_string(),
+                                    bye: None,
+                                    bye_by_peer: true,
+                                }));
+                            }
+                            None => {
+                                if let Some(inv) =
+                                    self.table.get(&ikey).map(|t| t.request().clone())
+                                {
+                                    self.respond(&ikey, &inv, 487, now);
+                                }
+                            }
                         }
                     }
-                    None => self.answer(&key, &request, 481, now),
+                    None => self.respond(&key, &request, 481, now),
                 }
             }
             Ok(Incoming::Merged { key, request, .. }) => {
                 self.peers.insert(key.clone(), from);
-                self.answer(&key, &request, 482, now);
+                self.respond(&key, &request, 482, now);
             }
             Ok(Incoming::Absorbed(_)) => {}
             // An ACK for a 2xx: we send no 2xx to INVITE yet, so there is no dialog for it.
@@ -553,7 +639,7 @@ impl UserAgent {
                 max = self.s.max_dialogs,
                 "sip.max_dialogs reached; INVITE refused with 503"
             );
-            self.answer(&key, &req, 503, now);
+            self.respond(&key, &req, 503, now);
             return;
         }
         let verdict = policy::out_of_dialog(&req.method, from.addr.ip(), &self.s.trust);
@@ -562,15 +648,16 @@ impl UserAgent {
             Verdict::Forbidden => {
                 self.metrics.sip_rejected.fetch_add(1, Relaxed);
                 warn!(method = %req.method, from = %from.addr, "request from an untrusted peer refused (add it to sip.trusted?)");
-                self.answer(&key, &req, 403, now);
+                self.respond(&key, &req, 403, now);
             }
-            Verdict::NotAllowed => self.answer(&key, &req, 405, now),
-            Verdict::NotImplemented => self.answer(&key, &req, 501, now),
+            Verdict::NotAllowed => self.respond(&key, &req, 405, now),
+            Verdict::NotImplemented => self.respond(&key, &req, 501, now),
             Verdict::Accept => match req.method {
-                Method::Options => self.answer(&key, &req, 200, now),
+                Method::Options => self.respond(&key, &req, 200, now),
                 // Until calls and messages are bridged (later issues), say so clearly rather
                 // than accept and drop: 480 tells the caller to try again later.
-                Method::Invite | Method::Message => self.answer(&key, &req, 480, now),
+                Method::Invite if self.s.accept_calls => self.incoming_call(key, req, from),
+                Method::Invite | Method::Message => self.respond(&key, &req, 480, now),
                 Method::Bye => {
                     let call = self
                         .calls
@@ -579,17 +666,78 @@ impl UserAgent {
                         .map(|(id, _)| *id);
                     match call {
                         Some(id) => {
-                            self.answer(&key, &req, 200, now);
+                            self.respond(&key, &req, 200, now);
                             self.end_call(id, Some(200), true);
                         }
-                        None => self.answer(&key, &req, 481, now),
+                        None => self.respond(&key, &req, 481, now),
                     }
                 }
-                Method::Cancel => self.answer(&key, &req, 481, now),
+                Method::Cancel => self.respond(&key, &req, 481, now),
                 Method::Ack => {}
-                _ => self.answer(&key, &req, 405, now),
+                _ => self.respond(&key, &req, 405, now),
             },
         }
+    }
+
+    /// A new INVITE for the call layer.
+    fn incoming_call(&mut self, key: TransactionKey, req: Request, from: Peer) {
+        let id = RequestId(self.fresh());
+        let local_tag = self.tag();
+        let header_value = |name: &str| {
+            req.headers.iter().find_map(|h| match h {
+                Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.trim().to_string()),
+                _ => None,
+            })
+        };
+        let (mut from_uri, mut from_display, mut to_uri, mut call_id) =
+            (String::new(), None, String::new(), String::new());
+        for h in req.headers.iter() {
+            match h {
+                Header::From(f) => {
+                    from_uri = super::dialog::addr_spec(f.value());
+                    from_display = display_name(f.value());
+                }
+                Header::To(t) => to_uri = super::dialog::addr_spec(t.value()),
+                Header::CallId(c) => call_id = c.value().to_string(),
+                _ => {}
+            }
+        }
+        let event = UaEvent::Incoming {
+            id,
+            from: from_uri,
+            from_display,
+            to: to_uri,
+            request_uri: req.uri.to_string(),
+            call_id,
+            sdp: req.body.clone(),
+            room: header_value("Jitsi-Conference-Room"),
+        };
+        self.calls.insert(
+            id,
+            ProbeCall {
+                hold: None,
+                uas: Some(UasInvite {
+                    key,
+                    req,
+                    local_tag,
+                    from,
+                }),
+                pending_reinvite: None,
+                provisional: false,
+                cancel_requested: false,
+                answered_reported: true,
+                dialog: None,
+                hop: None,
+                invite_code: None,
+                bye_due: None,
+                bye_sent: false,
+                reinvites: Reinvites::default(),
+                uas_2xx: None,
+                sdp: Vec::new(),
+                bye_reason: None,
+            },
+        );
+        self.out.push_back(UaOutput::Event(event));
     }
 
     /// A request with a To tag belongs to a dialog (RFC 3261 §12.2.2): ours, or 481.
@@ -600,27 +748,27 @@ impl UserAgent {
             .find(|(_, c)| c.dialog.as_ref().is_some_and(|d| d.matches(&req)))
             .map(|(id, _)| *id);
         let Some(id) = id else {
-            self.answer(&key, &req, 481, now);
+            self.respond(&key, &req, 481, now);
             return;
         };
         let call = self.calls.get_mut(&id).expect("id was just found in calls");
         let Some(dialog) = call.dialog.as_mut() else {
-            self.answer(&key, &req, 481, now);
+            self.respond(&key, &req, 481, now);
             return;
         };
         if dialog.accept_remote_cseq(&req).is_err() {
             // §12.2.2: a lower CSeq is out of order.
-            self.answer(&key, &req, 500, now);
+            self.respond(&key, &req, 500, now);
             return;
         }
         match req.method {
             Method::Bye => {
-                self.answer(&key, &req, 200, now);
+                self.respond(&key, &req, 200, now);
                 self.end_call(id, Some(200), true);
             }
             Method::Invite => match call.reinvites.on_incoming() {
-                ReinviteVerdict::Glare491 => self.answer(&key, &req, 491, now),
-                ReinviteVerdict::Busy500 => self.answer(&key, &req, 500, now),
+                ReinviteVerdict::Glare491 => self.respond(&key, &req, 491, now),
+                ReinviteVerdict::Busy500 => self.respond(&key, &req, 500, now),
                 ReinviteVerdict::Accept => {
                     // §12.2.2: a re-INVITE's Contact refreshes the remote target.
                     if let Some(c) = req.headers.iter().find_map(|h| match h {
@@ -629,36 +777,26 @@ impl UserAgent {
                     }) {
                         dialog.remote_target = c;
                     }
-                    // The probe call's media never changes: answer with the same SDP, and keep
-                    // the 2xx going until the ACK (§13.3.1.4).
-                    let sdp = call.sdp.clone();
-                    let tag = dialog.id.local_tag.clone();
-                    let contact = self.s.contact.clone();
-                    let mut resp = response_to(&req, 200, Some("OK"), Some(&tag));
-                    resp.headers
-                        .push(rsip::headers::Contact::new(format!("<{contact}>")).into());
-                    resp.headers
-                        .push(rsip::headers::ContentType::new("application/sdp").into());
-                    {
-                        let (h, b) = (&mut resp.headers, &mut resp.body);
-                        message::set_body(h, b, sdp);
-                    }
-                    let timers = self.s.table.timers;
-                    if self.table.send_response(&key, resp.clone(), now).is_ok() {
-                        let retx = Retransmit2xx::new(now, timers.t1, timers.t2);
-                        if let Some(c) = self.calls.get_mut(&id) {
-                            c.uas_2xx = Some((key, resp, retx));
-                        }
+                    if call.hold.is_none() {
+                        // A bridged call: the call layer answers (hold changes our direction).
+                        let sdp = req.body.clone();
+                        call.pending_reinvite = Some((key, req));
+                        self.out
+                            .push_back(UaOutput::Event(UaEvent::Reoffer { id, sdp }));
+                    } else {
+                        // The probe call's media never changes: answer with the same SDP, and
+                        // keep the 2xx going until the ACK (§13.3.1.4).
+                        self.answer_reinvite_with(id, key, &req, now);
                     }
                 }
             },
-            Method::Options => self.answer(&key, &req, 200, now),
-            _ => self.answer(&key, &req, 405, now),
+            Method::Options => self.respond(&key, &req, 200, now),
+            _ => self.respond(&key, &req, 405, now),
         }
     }
 
     /// Answers the server transaction `key` with `code` (plus the headers that code needs).
-    fn answer(&mut self, key: &TransactionKey, req: &Request, code: u16, now: Instant) {
+    fn respond(&mut self, key: &TransactionKey, req: &Request, code: u16, now: Instant) {
         let phrase = match code {
             480 if req.method == Method::Invite => {
                 "Temporarily Unavailable (calls are not bridged yet)"
@@ -782,6 +920,9 @@ impl UserAgent {
             Action::Deliver(resp) => {
                 let code = resp.status_code.code();
                 if code < 200 {
+                    if let Some(Purpose::Call(id)) = self.purposes.get(&key).copied() {
+                        self.on_call_provisional(id, &resp, now);
+                    }
                     return;
                 }
                 self.metrics.sip_transaction(if code < 300 {
@@ -812,6 +953,7 @@ impl UserAgent {
                         return;
                     }
                     Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
+                    Some(Purpose::Cancel(_)) => {}
                 }
                 // Only the first final response matters to a non-INVITE purpose.
                 self.purposes.remove(&key);
@@ -912,16 +1054,6 @@ impl UserAgent {
     /// Places a probe call: INVITE `uri` (offer `a=inactive`: no media yet), ACK the 2xx,
     /// hold for `hold`, BYE. The outcome arrives as [`UaEvent::CallEnded`].
     pub fn call(&mut self, uri: &str, hold: Duration, now: Instant) -> Result<RequestId, UaError> {
-        if self.calls.len() >= self.s.max_dialogs {
-            return Err(UaError::TooManyDialogs(self.s.max_dialogs));
-        }
-        let target = parse_target(uri)?;
-        let to = self
-            .next_hop_for(&target)
-            .ok_or_else(|| UaError::NoRoute(uri.to_string()))?;
-        let uri = target.to_string();
-        let uri = uri.as_str();
-        let id = RequestId(self.fresh());
         // The probe call's offer comes from the SDP model (RFC 3264), with no media: port 9
         // (discard) and a=inactive, so the far end sends nothing anywhere.
         let host = self
@@ -941,10 +1073,63 @@ impl UserAgent {
         ];
         let mut local = sdp::LocalMedia::new(address, 9, codecs);
         local.direction = sdp::Direction::Inactive;
-        local.session_id = id.0;
+        local.session_id = self.next + 1;
         local.session_version = 1;
         let sdp = sdp::create_offer(&local).to_string();
+        self.start_invite(uri, None, sdp.into_bytes(), Some(hold), now)
+    }
+
+    /// Places a bridged call: INVITE `uri` with our SDP offer, From `from_user` at the
+    /// account's domain (the account itself when `None`). Progress arrives as
+    /// [`UaEvent::Progress`], [`UaEvent::Answered`] and [`UaEvent::CallEnded`].
+    pub fn invite(
+        &mut self,
+        uri: &str,
+        from_user: Option<&str>,
+        sdp: Vec<u8>,
+        now: Instant,
+    ) -> Result<RequestId, UaError> {
+        self.start_invite(uri, from_user, sdp, None, now)
+    }
+
+    fn start_invite(
+        &mut self,
+        uri: &str,
+        from_user: Option<&str>,
+        sdp: Vec<u8>,
+        hold: Option<Duration>,
+        now: Instant,
+    ) -> Result<RequestId, UaError> {
+        if self.calls.len() >= self.s.max_dialogs {
+            return Err(UaError::TooManyDialogs(self.s.max_dialogs));
+        }
+        let target = parse_target(uri)?;
+        let to = self
+            .next_hop_for(&target)
+            .ok_or_else(|| UaError::NoRoute(uri.to_string()))?;
+        let uri = target.to_string();
+        let uri = uri.as_str();
+        let id = RequestId(self.fresh());
         let mut req = self.new_request(Method::Invite, target, uri);
+        if let Some(user) = from_user {
+            let domain = self
+                .s
+                .aor
+                .split_once('@')
+                .map(|(_, d)| d)
+                .unwrap_or("invalid");
+            let user = escape_user(user);
+            for h in req.headers.iter_mut() {
+                if let Header::From(f) = h {
+                    let tag = f
+                        .value()
+                        .split_once(";tag=")
+                        .map(|(_, t)| t.to_string())
+                        .unwrap_or_default();
+                    *f = rsip::headers::From::new(format!("<sip:{user}@{domain}>;tag={tag}"));
+                }
+            }
+        }
         req.headers
             .push(rsip::headers::Contact::new(format!("<{}>", self.s.contact)).into());
         req.headers
@@ -953,12 +1138,17 @@ impl UserAgent {
             .push(rsip::headers::ContentType::new("application/sdp").into());
         {
             let (h, b) = (&mut req.headers, &mut req.body);
-            message::set_body(h, b, sdp.into_bytes());
+            message::set_body(h, b, sdp);
         }
         self.calls.insert(
             id,
             ProbeCall {
                 hold,
+                uas: None,
+                pending_reinvite: None,
+                provisional: false,
+                cancel_requested: false,
+                answered_reported: false,
                 dialog: None,
                 hop: None,
                 invite_code: None,
@@ -967,9 +1157,13 @@ impl UserAgent {
                 reinvites: Reinvites::default(),
                 uas_2xx: None,
                 sdp: req.body.clone(),
+                bye_reason: None,
             },
         );
-        self.send_client(req.clone(), to, Purpose::Call(id), now)?;
+        if let Err(e) = self.send_client(req.clone(), to, Purpose::Call(id), now) {
+            self.calls.remove(&id);
+            return Err(e);
+        }
         self.outgoing.insert(
             id,
             Outgoing {
@@ -982,6 +1176,250 @@ impl UserAgent {
         );
         self.pump(now);
         Ok(id)
+    }
+
+    /// A 1xx to our INVITE: report it (bridged calls) and send a CANCEL that was waiting for it.
+    fn on_call_provisional(&mut self, id: RequestId, resp: &Response, now: Instant) {
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.provisional = true;
+        if call.cancel_requested {
+            self.send_cancel(id, now);
+            return;
+        }
+        if code > 100 && call.hold.is_none() {
+            let sdp = (!resp.body.is_empty()).then(|| resp.body.clone());
+            self.out
+                .push_back(UaOutput::Event(UaEvent::Progress { id, code, sdp }));
+        }
+    }
+
+    /// CANCELs our INVITE (RFC 3261 §9.1): same Request-URI, top Via, Route, From, To,
+    /// Call-ID and CSeq number as the INVITE we sent.
+    fn send_cancel(&mut self, id: RequestId, now: Instant) {
+        let key = self
+            .purposes
+            .iter()
+            .find(|(_, p)| **p == Purpose::Call(id))
+            .map(|(k, _)| k.clone());
+        let Some(key) = key else { return };
+        let (Some(invite), Some(to)) = (
+            self.table.get(&key).map(|t| t.request().clone()),
+            self.peers.get(&key).copied(),
+        ) else {
+            return;
+        };
+        let mut headers = rsip::Headers::default();
+        let mut via_done = false;
+        for h in invite.headers.iter() {
+            match h {
+                Header::Via(_) if !via_done => {
+                    via_done = true;
+                    headers.push(h.clone());
+                }
+                Header::Route(_)
+                | Header::From(_)
+                | Header::To(_)
+                | Header::CallId(_)
+                | Header::MaxForwards(_) => headers.push(h.clone()),
+                Header::CSeq(c) => {
+                    let n = c
+                        .value()
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("1")
+                        .to_string();
+                    headers.push(rsip::headers::CSeq::new(format!("{n} CANCEL")).into());
+                }
+                _ => {}
+            }
+        }
+        headers.push(rsip::headers::ContentLength::new("0").into());
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: invite.uri.clone(),
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        match self.table.send_request(cancel, to.proto.reliable(), now) {
+            Ok(k) => {
+                self.peers.insert(k.clone(), to);
+                self.purposes.insert(k, Purpose::Cancel(id));
+            }
+            Err(e) => warn!(error = %e, "cannot send CANCEL"),
+        }
+    }
+
+    /// Ends a bridged call from our side: CANCEL while our INVITE is unanswered, BYE once
+    /// confirmed (with an RFC 3326 `Reason` when given), or the final `reject_code` (e.g. 480)
+    /// to an INVITE we received and have not answered.
+    pub fn hangup(
+        &mut self,
+        id: RequestId,
+        reject_code: u16,
+        reason: Option<&str>,
+        now: Instant,
+    ) -> Result<(), UaError> {
+        let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
+        if call.uas.is_some() {
+            return self.reject(id, reject_code, now);
+        }
+        if call.dialog.is_some() {
+            call.bye_reason = reason.map(str::to_string);
+            self.send_bye(id, now);
+        } else if call.provisional {
+            call.cancel_requested = true;
+            self.send_cancel(id, now);
+        } else {
+            call.cancel_requested = true;
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    fn uas_respond(
+        &mut self,
+        id: RequestId,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+        now: Instant,
+    ) -> Result<(), UaError> {
+        let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
+        let uas = call
+            .uas
+            .as_ref()
+            .ok_or(UaError::WrongState("not an unanswered incoming call"))?;
+        let mut resp = response_to(
+            &uas.req,
+            code,
+            Some(reason_phrase(code)),
+            Some(&uas.local_tag),
+        );
+        if code < 300 {
+            resp.headers
+                .push(rsip::headers::Contact::new(format!("<{}>", self.s.contact)).into());
+        }
+        if (200..300).contains(&code) {
+            resp.headers
+                .push(rsip::headers::Allow::new(policy::ALLOW).into());
+        }
+        if let Some(body) = sdp {
+            resp.headers
+                .push(rsip::headers::ContentType::new("application/sdp").into());
+            let (h, b) = (&mut resp.headers, &mut resp.body);
+            message::set_body(h, b, body);
+        }
+        resp.headers.push(Header::Server(rsip::headers::Server::new(
+            self.s.user_agent.clone(),
+        )));
+        let key = uas.key.clone();
+        self.table
+            .send_response(&key, resp.clone(), now)
+            .map_err(|e| UaError::Table(e.to_string()))?;
+        if (200..300).contains(&code) {
+            let timers = self.s.table.timers;
+            if let Some(call) = self.calls.get_mut(&id)
+                && let Some(uas) = call.uas.take()
+            {
+                match Dialog::from_uas(&uas.req, &uas.local_tag) {
+                    Ok(d) => {
+                        call.hop = Some(hop_of(&d.next_hop_uri(), uas.from));
+                        call.dialog = Some(d);
+                    }
+                    Err(e) => warn!(error = %e, "INVITE unusable for a dialog"),
+                }
+                call.invite_code = Some(code);
+                call.sdp = resp.body.clone();
+                call.uas_2xx = Some((key, resp, Retransmit2xx::new(now, timers.t1, timers.t2)));
+            }
+        } else if code >= 300 {
+            self.calls.remove(&id);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// A provisional answer (180 Ringing, or 183 with early-media SDP) to an incoming call.
+    pub fn ring(
+        &mut self,
+        id: RequestId,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+        now: Instant,
+    ) -> Result<(), UaError> {
+        if !(101..200).contains(&code) {
+            return Err(UaError::WrongState("ring takes a 1xx code"));
+        }
+        self.uas_respond(id, code, sdp, now)
+    }
+
+    /// Accepts an incoming call with our SDP answer (200, retransmitted until the ACK).
+    pub fn answer(&mut self, id: RequestId, sdp: Vec<u8>, now: Instant) -> Result<(), UaError> {
+        self.uas_respond(id, 200, Some(sdp), now)
+    }
+
+    /// Refuses an incoming call with a final error code (486, 603, 480, 488...).
+    pub fn reject(&mut self, id: RequestId, code: u16, now: Instant) -> Result<(), UaError> {
+        if code < 300 {
+            return Err(UaError::WrongState("reject takes a 3xx-6xx code"));
+        }
+        self.uas_respond(id, code, None, now)
+    }
+
+    /// Answers a pending re-INVITE ([`UaEvent::Reoffer`]) with our SDP.
+    pub fn answer_reinvite(
+        &mut self,
+        id: RequestId,
+        sdp: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), UaError> {
+        let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
+        let (key, req) = call
+            .pending_reinvite
+            .take()
+            .ok_or(UaError::WrongState("no re-INVITE is waiting for an answer"))?;
+        call.sdp = sdp;
+        self.answer_reinvite_with(id, key, &req, now);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// 200 to a re-INVITE with the call's current SDP, kept going until its ACK.
+    fn answer_reinvite_with(
+        &mut self,
+        id: RequestId,
+        key: TransactionKey,
+        req: &Request,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let Some(dialog) = call.dialog.as_ref() else {
+            return;
+        };
+        let sdp = call.sdp.clone();
+        let tag = dialog.id.local_tag.clone();
+        let contact = self.s.contact.clone();
+        let mut resp = response_to(req, 200, Some("OK"), Some(&tag));
+        resp.headers
+            .push(rsip::headers::Contact::new(format!("<{contact}>")).into());
+        resp.headers
+            .push(rsip::headers::ContentType::new("application/sdp").into());
+        {
+            let (h, b) = (&mut resp.headers, &mut resp.body);
+            message::set_body(h, b, sdp);
+        }
+        let timers = self.s.table.timers;
+        if self.table.send_response(&key, resp.clone(), now).is_ok() {
+            let retx = Retransmit2xx::new(now, timers.t1, timers.t2);
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.uas_2xx = Some((key, resp, retx));
+            }
+        }
     }
 
     fn on_call_response(&mut self, id: RequestId, resp: &Response, now: Instant) {
@@ -1017,7 +1455,7 @@ impl UserAgent {
                     call.hop = Some(hop_of(&d.next_hop_uri(), fallback));
                     call.dialog = Some(d);
                     call.invite_code = Some(code);
-                    call.bye_due = Some(now + call.hold);
+                    call.bye_due = call.hold.map(|h| now + h);
                 }
                 Err(e) => {
                     warn!(error = %e, "2xx to INVITE unusable; the call cannot be confirmed");
@@ -1042,6 +1480,21 @@ impl UserAgent {
                 bytes: message::to_bytes(&msg.into()),
             });
         }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.hold.is_none() && !call.answered_reported {
+            call.answered_reported = true;
+            if call.cancel_requested {
+                // The 2xx crossed our CANCEL (or came before any 1xx): end it with a BYE.
+                self.send_bye(id, now);
+            } else {
+                self.out.push_back(UaOutput::Event(UaEvent::Answered {
+                    id,
+                    sdp: resp.body.clone(),
+                }));
+            }
+        }
     }
 
     fn send_bye(&mut self, id: RequestId, now: Instant) {
@@ -1057,7 +1510,10 @@ impl UserAgent {
             return;
         };
         match dialog.request(Method::Bye, None, &self.s.user_agent) {
-            Ok(bye) => {
+            Ok(mut bye) => {
+                if let Some(reason) = call.bye_reason.take() {
+                    bye.headers.push(Header::Other("Reason".into(), reason));
+                }
                 if let Err(e) = self.send_client(bye, hop, Purpose::Bye(id), now) {
                     warn!(error = %e, "cannot send BYE");
                     self.end_call(id, None, false);
@@ -1124,6 +1580,8 @@ impl UserAgent {
                 }));
             }
             Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
+            // The INVITE's own transaction reports the outcome (487 or its timeout).
+            Some(Purpose::Cancel(_)) => {}
             Some(Purpose::Request(id)) => {
                 self.outgoing.remove(&id);
                 self.out.push_back(UaOutput::Event(UaEvent::Completed {
@@ -1157,6 +1615,28 @@ fn parse_target(uri: &str) -> Result<rsip::Uri, UaError> {
 }
 
 /// Whether the request carries a To tag, i.e. claims to be inside a dialog.
+/// The display name of a From/To value (`"Alice" <sip:...>` or `Alice <sip:...>`).
+fn display_name(value: &str) -> Option<String> {
+    let (before, _) = value.split_once('<')?;
+    let name = before.trim().trim_matches('"').trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// A SIP user part from arbitrary text: RFC 3261 `user` characters stay, the rest is
+/// percent-encoded (RFC 7247 §6 leaves the mapping of XMPP localparts to us).
+fn escape_user(user: &str) -> String {
+    let mut out = String::with_capacity(user.len());
+    for b in user.bytes() {
+        let keep = b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn has_to_tag(req: &Request) -> bool {
     req.headers.iter().any(|h| match h {
         Header::To(t) => t.value().to_ascii_lowercase().contains(";tag="),
@@ -1246,6 +1726,7 @@ mod tests {
             max_dialogs,
             user_agent: "test".into(),
             id_prefix: "t".into(),
+            accept_calls: false,
         };
         UserAgent::new(settings, None, None, Arc::new(Metrics::default()))
     }
@@ -1418,6 +1899,374 @@ mod tests {
         assert_eq!(
             req.via_header().unwrap().value(),
             "SIP/2.0/UDP 192.0.2.7:5071;branch=z9hG4bK1;rport=5071"
+        );
+    }
+
+    // ---------------------------------------------------------------- bridged calls
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    fn upstream() -> Peer {
+        Peer {
+            proto: Proto::Udp,
+            addr: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    /// Everything the UA put out: messages sent (as text) and events.
+    fn drain(ua: &mut UserAgent) -> (Vec<String>, Vec<UaEvent>) {
+        let (mut sent, mut events) = (Vec::new(), Vec::new());
+        while let Some(o) = ua.poll_output() {
+            match o {
+                UaOutput::Send { bytes, .. } => {
+                    sent.push(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                UaOutput::Event(e) => events.push(e),
+            }
+        }
+        (sent, events)
+    }
+
+    fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+        msg.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {msg}"))
+    }
+
+    /// A response to `req` (our request, as sent) from the far end.
+    fn response(req: &str, code: u16, phrase: &str, to_tag: Option<&str>, body: &str) -> String {
+        let to = match to_tag {
+            Some(t) => format!("{};tag={t}", header(req, "To")),
+            None => header(req, "To").to_string(),
+        };
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_string()
+        };
+        format!(
+            "SIP/2.0 {code} {phrase}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:bob@127.0.0.1:5080>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            header(req, "Via"),
+            header(req, "From"),
+            header(req, "Call-ID"),
+            header(req, "CSeq"),
+            body.len()
+        )
+    }
+
+    #[test]
+    fn outgoing_call_rings_is_answered_acked_and_hung_up_with_a_reason() {
+        let mut u = ua(10);
+        let now = Instant::now();
+        let id = u
+            .invite(
+                "sip:+15551234567@sip.test;user=phone",
+                Some("juliet*example.com"),
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let invite = &sent[0];
+        assert!(invite.starts_with("INVITE sip:+15551234567@sip.test;user=phone SIP/2.0"));
+        assert!(
+            header(invite, "From").starts_with("<sip:juliet*example.com@sip.test>;tag="),
+            "{invite}"
+        );
+        assert!(invite.ends_with(OFFER), "the offer is the body");
+        u.on_inbound(
+            response(invite, 180, "Ringing", Some("b7"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        let (_, events) = drain(&mut u);
+        assert!(
+            matches!(&events[..], [UaEvent::Progress { id: i, code: 180, sdp: None }] if *i == id),
+            "{events:?}"
+        );
+        u.on_inbound(
+            response(invite, 200, "OK", Some("b7"), OFFER).as_bytes(),
+            upstream(),
+            now,
+        );
+        let (sent, events) = drain(&mut u);
+        assert!(
+            sent.iter()
+                .any(|m| m.starts_with("ACK sip:bob@127.0.0.1:5080")),
+            "{sent:?}"
+        );
+        assert!(
+            matches!(&events[..], [UaEvent::Answered { id: i, sdp }] if *i == id && sdp == OFFER.as_bytes()),
+            "{events:?}"
+        );
+        u.hangup(id, 480, Some("SIP;cause=503;text=\"ICE failed\""), now)
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let bye = sent
+            .iter()
+            .find(|m| m.starts_with("BYE "))
+            .expect("BYE sent");
+        assert_eq!(header(bye, "Reason"), "SIP;cause=503;text=\"ICE failed\"");
+        u.on_inbound(
+            response(bye, 200, "OK", Some("b7"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        let (_, events) = drain(&mut u);
+        assert!(
+            matches!(
+                &events[..],
+                [UaEvent::CallEnded {
+                    code: 200,
+                    bye: Some(200),
+                    bye_by_peer: false,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn outgoing_call_cancelled_after_ringing_ends_with_487() {
+        let mut u = ua(10);
+        let now = Instant::now();
+        let id = u
+            .invite("sip:bob@sip.test", None, OFFER.as_bytes().to_vec(), now)
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let invite = sent[0].clone();
+        // Cancel before any 1xx: held back until one arrives (RFC 3261 §9.1).
+        u.hangup(id, 480, None, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        assert!(sent.iter().all(|m| !m.starts_with("CANCEL")), "{sent:?}");
+        u.on_inbound(
+            response(&invite, 180, "Ringing", Some("b8"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        let (sent, events) = drain(&mut u);
+        assert!(events.is_empty(), "no Progress once cancelled: {events:?}");
+        let cancel = sent
+            .iter()
+            .find(|m| m.starts_with("CANCEL "))
+            .expect("CANCEL");
+        assert_eq!(header(cancel, "Via"), header(&invite, "Via"), "same branch");
+        assert_eq!(header(cancel, "CSeq"), "1 CANCEL");
+        assert_eq!(header(cancel, "Call-ID"), header(&invite, "Call-ID"));
+        u.on_inbound(
+            response(cancel, 200, "OK", None, "").as_bytes(),
+            upstream(),
+            now,
+        );
+        u.on_inbound(
+            response(&invite, 487, "Request Terminated", Some("b8"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        let (sent, events) = drain(&mut u);
+        assert!(
+            sent.iter().any(|m| m.starts_with("ACK ")),
+            "the ICT ACKs the 487"
+        );
+        assert!(
+            matches!(
+                &events[..],
+                [UaEvent::CallEnded {
+                    code: 487,
+                    bye: None,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn outgoing_call_busy() {
+        let mut u = ua(10);
+        let now = Instant::now();
+        u.invite("sip:bob@sip.test", None, OFFER.as_bytes().to_vec(), now)
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        u.on_inbound(
+            response(&sent[0], 486, "Busy Here", Some("b9"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        let (_, events) = drain(&mut u);
+        assert!(
+            matches!(
+                &events[..],
+                [UaEvent::CallEnded {
+                    code: 486,
+                    bye: None,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+        assert!(u.calls.is_empty());
+    }
+
+    fn accepting_ua() -> UserAgent {
+        let mut u = ua(10);
+        u.s.accept_calls = true;
+        u
+    }
+
+    fn incoming_invite(branch: &str) -> String {
+        format!(
+            "INVITE sip:alice*xmpp.test@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: <sip:alice*xmpp.test@sip.test>\r\nCall-ID: {branch}@h\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5080>\r\nJitsi-Conference-Room: room1@conference.xmpp.test\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            OFFER.len()
+        )
+    }
+
+    fn phone() -> Peer {
+        Peer {
+            proto: Proto::Udp,
+            addr: "127.0.0.1:5080".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn incoming_call_rings_is_answered_and_the_caller_hangs_up() {
+        let mut u = accepting_ua();
+        let now = Instant::now();
+        u.on_inbound(incoming_invite("in1").as_bytes(), phone(), now);
+        let (_, events) = drain(&mut u);
+        let id = match &events[..] {
+            [
+                UaEvent::Incoming {
+                    id,
+                    from,
+                    from_display,
+                    to,
+                    request_uri,
+                    sdp,
+                    room,
+                    ..
+                },
+            ] => {
+                assert_eq!(from, "sip:bob@sip.test");
+                assert_eq!(from_display.as_deref(), Some("Bob"));
+                assert_eq!(to, "sip:alice*xmpp.test@sip.test");
+                assert_eq!(request_uri, "sip:alice*xmpp.test@127.0.0.1:5070");
+                assert_eq!(sdp, OFFER.as_bytes());
+                assert_eq!(room.as_deref(), Some("room1@conference.xmpp.test"));
+                *id
+            }
+            other => panic!("{other:?}"),
+        };
+        u.ring(id, 180, None, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let ringing = sent
+            .iter()
+            .find(|m| m.starts_with("SIP/2.0 180"))
+            .expect("180");
+        let to = header(ringing, "To").to_string();
+        assert!(to.contains(";tag="), "{ringing}");
+        u.answer(id, OFFER.as_bytes().to_vec(), now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let ok = sent
+            .iter()
+            .find(|m| m.starts_with("SIP/2.0 200"))
+            .expect("200");
+        assert_eq!(header(ok, "To"), to, "the same dialog tag as the 180");
+        assert!(ok.contains("Contact: <sip:gateway@127.0.0.1:5070;transport=udp>"));
+        assert!(ok.ends_with(OFFER));
+        // The 200 is retransmitted until the ACK (RFC 3261 §13.3.1.4).
+        u.on_timeout(now + Duration::from_millis(600));
+        let (sent, _) = drain(&mut u);
+        assert!(
+            sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
+            "{sent:?}"
+        );
+        let ack = format!(
+            "ACK sip:gateway@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack1\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: {to}\r\nCall-ID: in1@h\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        u.on_inbound(ack.as_bytes(), phone(), now);
+        u.on_timeout(now + Duration::from_millis(1700));
+        let (sent, _) = drain(&mut u);
+        assert!(
+            sent.iter().all(|m| !m.starts_with("SIP/2.0 200")),
+            "ACKed: {sent:?}"
+        );
+        let bye = format!(
+            "BYE sip:gateway@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKbye1\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: {to}\r\nCall-ID: in1@h\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        u.on_inbound(bye.as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(
+            sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
+            "{sent:?}"
+        );
+        assert!(
+            matches!(&events[..], [UaEvent::CallEnded { id: i, bye_by_peer: true, .. }] if *i == id),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn incoming_call_cancelled_by_the_caller_gets_487() {
+        let mut u = accepting_ua();
+        let now = Instant::now();
+        u.on_inbound(incoming_invite("in2").as_bytes(), phone(), now);
+        let (_, events) = drain(&mut u);
+        let [UaEvent::Incoming { id, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        let id = *id;
+        let cancel = "CANCEL sip:alice*xmpp.test@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKin2;rport\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: <sip:alice*xmpp.test@sip.test>\r\nCall-ID: in2@h\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+        u.on_inbound(cancel.as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(
+            sent.iter()
+                .any(|m| m.starts_with("SIP/2.0 200") && m.contains("CANCEL"))
+        );
+        assert!(
+            sent.iter().any(|m| m.starts_with("SIP/2.0 487")),
+            "{sent:?}"
+        );
+        assert!(
+            matches!(&events[..], [UaEvent::CallEnded { id: i, code: 487, .. }] if *i == id),
+            "{events:?}"
+        );
+        assert!(matches!(
+            u.answer(id, vec![], now),
+            Err(UaError::UnknownCall)
+        ));
+    }
+
+    #[test]
+    fn incoming_call_rejected_busy_and_calls_off_means_480() {
+        let mut u = accepting_ua();
+        let now = Instant::now();
+        u.on_inbound(incoming_invite("in3").as_bytes(), phone(), now);
+        let (_, events) = drain(&mut u);
+        let [UaEvent::Incoming { id, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        u.reject(*id, 486, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        assert!(
+            sent.iter().any(|m| m.starts_with("SIP/2.0 486 Busy Here")),
+            "{sent:?}"
+        );
+        assert!(u.calls.is_empty());
+        let mut off = ua(10);
+        off.on_inbound(incoming_invite("in4").as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut off);
+        assert!(events.is_empty());
+        assert!(
+            sent.iter().any(|m| m.starts_with("SIP/2.0 480")),
+            "{sent:?}"
         );
     }
 }

@@ -1,0 +1,4 @@
+//! The call layer: one XMPP ⇄ SIP call, joining Jingle signalling, SIP dialogs and the media
+//! bridge.
+
+pub mod sdp_media;
