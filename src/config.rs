@@ -140,11 +140,19 @@ pub struct SipConfig {
     pub public_address: Option<String>,
 }
 
+/// `[calls]`.
+#[derive(Debug, Clone)]
+pub struct CallsConfig {
+    /// `account` or `mapped`: how an XMPP caller appears in From on the SIP side.
+    pub caller_id: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub xmpp: XmppConfig,
     pub sip: SipConfig,
     pub media: MediaConfig,
+    pub calls: CallsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub mapping: MappingConfig,
@@ -272,6 +280,14 @@ pub const KEYS: &[KeySpec] = &[
         default: Some("20999"),
         flag: Some("--max-port"),
         help: "highest UDP port for media (Jigasi --max-port)",
+    },
+    KeySpec {
+        section: "calls",
+        key: "caller_id",
+        kind: Kind::OneOf(&["account", "mapped"]),
+        default: Some("account"),
+        flag: None,
+        help: "From of calls XMPP → SIP: account = the SIP account, the caller's JID as display name (registrars that check From accept it); mapped = juliet*example.com@<sip domain> (RFC 7247)",
     },
     KeySpec {
         section: "media",
@@ -974,6 +990,9 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             max_port: num(&get("media.max_port")),
             bind_ip: opt("media.bind_ip").map(|s| s.parse().expect("checked by Kind::IpOpt")),
             public_ip: opt("media.public_ip").map(|s| s.parse().expect("checked by Kind::IpOpt")),
+        },
+        calls: CallsConfig {
+            caller_id: get("calls.caller_id"),
         },
         admin: AdminConfig {
             listen: get("admin.listen")

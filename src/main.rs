@@ -14,6 +14,7 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use xmpp_sip_gateway::admin::{self, AdminState};
+use xmpp_sip_gateway::call::manager::{CallConfig, CallManager, CallStats, CallerId};
 use xmpp_sip_gateway::config::{self, Config, ConfigPath, EXIT_CONFIG, LogFormat, Overrides};
 use xmpp_sip_gateway::metrics::Metrics;
 use xmpp_sip_gateway::xmpp::link::Link;
@@ -163,6 +164,10 @@ async fn run(cfg: Config) -> ExitCode {
     let metrics = Arc::new(Metrics::default());
     let router = Router::new(domain.clone(), cfg.mapping.domain_separator);
     let (link, handle, link_state) = Link::new(cfg.xmpp.clone(), router, metrics.clone());
+    // Call signalling goes from the link to the call manager; SIP call events likewise.
+    let (stanza_tx, stanza_rx) = tokio::sync::mpsc::channel(1024);
+    let link = link.with_calls(stanza_tx);
+    let (call_event_tx, call_event_rx) = tokio::sync::mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let shutdown_request = CancellationToken::new();
@@ -172,6 +177,7 @@ async fn run(cfg: Config) -> ExitCode {
         &cfg.sip,
         metrics.clone(),
         sip_shutdown.clone(),
+        Some(call_event_tx),
     )
     .await
     {
@@ -181,6 +187,37 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    let sip_domain = sip
+        .status
+        .borrow()
+        .aor
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let (calls, bridge_rx) = CallManager::new(
+        CallConfig {
+            component: domain.clone(),
+            separator: cfg.mapping.domain_separator,
+            sip_domain,
+            caller_id: if cfg.calls.caller_id == "mapped" {
+                CallerId::Mapped
+            } else {
+                CallerId::Account
+            },
+        },
+        media,
+        sip.calls.clone(),
+        handle.clone(),
+    );
+    let (call_stats_tx, _call_stats) = tokio::sync::watch::channel(CallStats::default());
+    let calls_shutdown = CancellationToken::new();
+    let calls_task = tokio::spawn(calls.run(
+        bridge_rx,
+        stanza_rx,
+        call_event_rx,
+        call_stats_tx,
+        calls_shutdown.clone(),
+    ));
     let link_task = tokio::spawn(link.run(shutdown.clone()));
     let admin_state = AdminState {
         metrics,
@@ -208,7 +245,15 @@ async fn run(cfg: Config) -> ExitCode {
     };
     info!(signal, "shutting down: closing the component link");
     shutting_down.store(true, Relaxed);
-    // SIP first: the un-REGISTER should leave while the process is still whole.
+    // Calls first (BYE and session-terminate go out while both links are up), then SIP (the
+    // un-REGISTER should leave while the process is still whole).
+    calls_shutdown.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, calls_task)
+        .await
+        .is_err()
+    {
+        error!("call manager did not stop within {DRAIN_TIMEOUT:?}");
+    }
     sip_shutdown.cancel();
     if tokio::time::timeout(DRAIN_TIMEOUT, sip_task).await.is_err() {
         error!("SIP user agent did not stop within {DRAIN_TIMEOUT:?}");

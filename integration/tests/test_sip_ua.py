@@ -471,7 +471,7 @@ def test_baresip_call_to_gateway_gets_480(kamailio, sip_gateway_factory, baresip
     closed = bob.wait_event("CALL_CLOSED", timeout=15)
     print("bob's CALL_CLOSED:", closed)
     assert "480" in closed.get("param", ""), closed
-    assert "calls are not bridged yet" in closed.get("param", "") + bob.log_text(), closed
+    assert "calls to XMPP users are not bridged yet" in closed.get("param", "") + bob.log_text(), closed
     assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events()), bob.events()
     assert routed(kamailio, "INVITE", gw), kamailio.log_text()[-2000:]
     # the gateway survives and is still registered and answering

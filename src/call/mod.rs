@@ -1,4 +1,5 @@
 //! The call layer: one XMPP ⇄ SIP call, joining Jingle signalling, SIP dialogs and the media
 //! bridge.
 
+pub mod manager;
 pub mod sdp_media;

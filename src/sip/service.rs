@@ -87,9 +87,50 @@ pub struct SipCommand {
     pub reply: Reply,
 }
 
+/// What the call layer asks of the SIP side for bridged calls (see [`UserAgent`]'s methods of
+/// the same names). Outcomes and progress come back as [`UaEvent`]s on the call-event channel
+/// given to [`start`].
+#[derive(Debug)]
+pub enum CallCommand {
+    Invite {
+        uri: String,
+        /// From's user part (None: the account's) and display name.
+        from_user: Option<String>,
+        from_display: Option<String>,
+        sdp: Vec<u8>,
+        reply: oneshot::Sender<Result<RequestId, String>>,
+    },
+    Ring {
+        id: RequestId,
+        code: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    Answer {
+        id: RequestId,
+        sdp: Vec<u8>,
+    },
+    Reject {
+        id: RequestId,
+        code: u16,
+        /// A reason phrase saying more than the standard one.
+        phrase: Option<String>,
+    },
+    /// CANCEL, BYE (with an RFC 3326 Reason) or the final `code` to an unanswered INVITE.
+    Hangup {
+        id: RequestId,
+        code: u16,
+        reason: Option<String>,
+    },
+    AnswerReinvite {
+        id: RequestId,
+        sdp: Vec<u8>,
+    },
+}
+
 #[derive(Clone)]
 pub struct SipHandle {
     pub commands: mpsc::Sender<SipCommand>,
+    pub calls: mpsc::Sender<CallCommand>,
     pub status: watch::Receiver<SipStatus>,
 }
 
@@ -185,6 +226,7 @@ pub async fn start(
     cfg: &SipConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    call_events: Option<mpsc::UnboundedSender<UaEvent>>,
 ) -> Result<(SipHandle, JoinHandle<()>), StartError> {
     let registrar = match &cfg.registrar {
         Some(uri) => Some(resolve("sip.registrar", uri, cfg.transport).await?),
@@ -284,7 +326,7 @@ pub async fn start(
         max_dialogs: cfg.max_dialogs,
         user_agent: format!("{PRODUCT_NAME}/{}", env!("CARGO_PKG_VERSION")),
         id_prefix,
-        accept_calls: false,
+        accept_calls: call_events.is_some(),
     };
     info!(%listen, %sent_by, %aor, %contact, registrar = ?registrar.map(|p| p.addr), "SIP user agent ready");
     let has_account = registration.is_some();
@@ -295,13 +337,20 @@ pub async fn start(
         aor,
     });
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<SipCommand>(64);
+    let (call_tx, mut call_rx) = mpsc::channel::<CallCommand>(256);
 
     let task = tokio::spawn(async move {
         let mut pending: HashMap<RequestId, Reply> = HashMap::new();
         let mut stopping: Option<Instant> = None;
         ua.start(Instant::now().into_std());
         loop {
-            drain(&mut ua, &transport, &status_tx, &mut pending);
+            drain(
+                &mut ua,
+                &transport,
+                &status_tx,
+                &mut pending,
+                call_events.as_ref(),
+            );
             if let Some(deadline) = stopping
                 && (ua.is_idle() || Instant::now() >= deadline)
             {
@@ -335,12 +384,36 @@ pub async fn start(
                         Err(e) => { let _ = cmd.reply.send(Err(e.to_string())); }
                     }
                 }
+                Some(cmd) = call_rx.recv() => {
+                    let now = Instant::now().into_std();
+                    let result = match cmd {
+                        CallCommand::Invite { uri, from_user, from_display, sdp, reply } => {
+                            let r = ua.invite(&uri, from_user.as_deref(), from_display.as_deref(), sdp, now);
+                            let _ = reply.send(r.map_err(|e| e.to_string()));
+                            Ok(())
+                        }
+                        CallCommand::Ring { id, code, sdp } => ua.ring(id, code, sdp, now),
+                        CallCommand::Answer { id, sdp } => ua.answer(id, sdp, now),
+                        CallCommand::Reject { id, code, phrase } => ua.reject(id, code, phrase.as_deref(), now),
+                        CallCommand::Hangup { id, code, reason } => ua.hangup(id, code, reason.as_deref(), now),
+                        CallCommand::AnswerReinvite { id, sdp } => ua.answer_reinvite(id, sdp, now),
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "call command not carried out");
+                    }
+                }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                     ua.on_timeout(Instant::now().into_std());
                 }
             }
         }
-        drain(&mut ua, &transport, &status_tx, &mut pending);
+        drain(
+            &mut ua,
+            &transport,
+            &status_tx,
+            &mut pending,
+            call_events.as_ref(),
+        );
         // Let the last datagrams leave before the sockets close.
         tokio::time::sleep(Duration::from_millis(50)).await;
         transport_stop.cancel();
@@ -349,6 +422,7 @@ pub async fn start(
     Ok((
         SipHandle {
             commands: cmd_tx,
+            calls: call_tx,
             status: status_rx,
         },
         task,
@@ -360,6 +434,7 @@ fn drain(
     transport: &Transport,
     status: &watch::Sender<SipStatus>,
     pending: &mut HashMap<RequestId, Reply>,
+    calls: Option<&mpsc::UnboundedSender<UaEvent>>,
 ) {
     while let Some(o) = ua.poll_output() {
         match o {
@@ -393,11 +468,23 @@ fn drain(
                         bye,
                         bye_by_peer,
                     }));
+                } else if let Some(calls) = calls {
+                    // A bridged call (not a probe with a waiting reply).
+                    let _ = calls.send(UaEvent::CallEnded {
+                        id,
+                        code,
+                        reason,
+                        bye,
+                        bye_by_peer,
+                    });
                 }
             }
-            // Bridged-call events: no call layer is attached yet (`accept_calls` is off and
-            // nothing calls `invite`), so none can occur.
-            UaOutput::Event(other) => tracing::debug!(?other, "call event without a call layer"),
+            UaOutput::Event(other) => match calls {
+                Some(calls) => {
+                    let _ = calls.send(other);
+                }
+                None => tracing::debug!(?other, "call event without a call layer"),
+            },
         }
     }
 }

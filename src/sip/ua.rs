@@ -142,6 +142,8 @@ struct UasInvite {
     req: Request,
     local_tag: String,
     from: Peer,
+    /// Reason phrase for the final response, when the standard one says too little.
+    phrase: Option<String>,
 }
 
 /// A call: a probe placed by [`UserAgent::call`] (INVITE, ACK, hold, BYE, no media), or a
@@ -568,7 +570,7 @@ impl UserAgent {
                             .map(|(id, _)| *id);
                         match call {
                             Some(id) => {
-                                let _ = self.reject(id, 487, now);
+                                let _ = self.reject(id, 487, None, now);
                                 self.out.push_back(UaOutput::Event(UaEvent::CallEnded {
                                     id,
                                     code: 487,
@@ -721,6 +723,7 @@ impl UserAgent {
                     req,
                     local_tag,
                     from,
+                    phrase: None,
                 }),
                 pending_reinvite: None,
                 provisional: false,
@@ -1076,7 +1079,7 @@ impl UserAgent {
         local.session_id = self.next + 1;
         local.session_version = 1;
         let sdp = sdp::create_offer(&local).to_string();
-        self.start_invite(uri, None, sdp.into_bytes(), Some(hold), now)
+        self.start_invite(uri, None, None, sdp.into_bytes(), Some(hold), now)
     }
 
     /// Places a bridged call: INVITE `uri` with our SDP offer, From `from_user` at the
@@ -1086,16 +1089,18 @@ impl UserAgent {
         &mut self,
         uri: &str,
         from_user: Option<&str>,
+        from_display: Option<&str>,
         sdp: Vec<u8>,
         now: Instant,
     ) -> Result<RequestId, UaError> {
-        self.start_invite(uri, from_user, sdp, None, now)
+        self.start_invite(uri, from_user, from_display, sdp, None, now)
     }
 
     fn start_invite(
         &mut self,
         uri: &str,
         from_user: Option<&str>,
+        from_display: Option<&str>,
         sdp: Vec<u8>,
         hold: Option<Duration>,
         now: Instant,
@@ -1111,6 +1116,22 @@ impl UserAgent {
         let uri = uri.as_str();
         let id = RequestId(self.fresh());
         let mut req = self.new_request(Method::Invite, target, uri);
+        if let Some(display) = from_display {
+            // RFC 3261 §25.1 quoted-string: escape quotes and backslashes, drop controls.
+            let quoted: String = display
+                .chars()
+                .filter(|c| !c.is_control())
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            for h in req.headers.iter_mut() {
+                if let Header::From(f) = h {
+                    *f = rsip::headers::From::new(format!("\"{quoted}\" {}", f.value()));
+                }
+            }
+        }
         if let Some(user) = from_user {
             let domain = self
                 .s
@@ -1126,7 +1147,14 @@ impl UserAgent {
                         .split_once(";tag=")
                         .map(|(_, t)| t.to_string())
                         .unwrap_or_default();
-                    *f = rsip::headers::From::new(format!("<sip:{user}@{domain}>;tag={tag}"));
+                    let display = f
+                        .value()
+                        .split_once('<')
+                        .map(|(d, _)| d.to_string())
+                        .unwrap_or_default();
+                    *f = rsip::headers::From::new(format!(
+                        "{display}<sip:{user}@{domain}>;tag={tag}"
+                    ));
                 }
             }
         }
@@ -1265,7 +1293,7 @@ impl UserAgent {
     ) -> Result<(), UaError> {
         let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
         if call.uas.is_some() {
-            return self.reject(id, reject_code, now);
+            return self.reject(id, reject_code, None, now);
         }
         if call.dialog.is_some() {
             call.bye_reason = reason.map(str::to_string);
@@ -1292,12 +1320,8 @@ impl UserAgent {
             .uas
             .as_ref()
             .ok_or(UaError::WrongState("not an unanswered incoming call"))?;
-        let mut resp = response_to(
-            &uas.req,
-            code,
-            Some(reason_phrase(code)),
-            Some(&uas.local_tag),
-        );
+        let phrase = uas.phrase.as_deref().unwrap_or(reason_phrase(code));
+        let mut resp = response_to(&uas.req, code, Some(phrase), Some(&uas.local_tag));
         if code < 300 {
             resp.headers
                 .push(rsip::headers::Contact::new(format!("<{}>", self.s.contact)).into());
@@ -1361,10 +1385,22 @@ impl UserAgent {
         self.uas_respond(id, 200, Some(sdp), now)
     }
 
-    /// Refuses an incoming call with a final error code (486, 603, 480, 488...).
-    pub fn reject(&mut self, id: RequestId, code: u16, now: Instant) -> Result<(), UaError> {
+    /// Refuses an incoming call with a final error code (486, 603, 480, 488...), with the
+    /// standard reason phrase unless `phrase` says more.
+    pub fn reject(
+        &mut self,
+        id: RequestId,
+        code: u16,
+        phrase: Option<&str>,
+        now: Instant,
+    ) -> Result<(), UaError> {
         if code < 300 {
             return Err(UaError::WrongState("reject takes a 3xx-6xx code"));
+        }
+        if let Some(p) = phrase
+            && let Some(uas) = self.calls.get_mut(&id).and_then(|c| c.uas.as_mut())
+        {
+            uas.phrase = Some(p.chars().filter(|c| !c.is_control()).collect());
         }
         self.uas_respond(id, code, None, now)
     }
@@ -1967,6 +2003,7 @@ mod tests {
             .invite(
                 "sip:+15551234567@sip.test;user=phone",
                 Some("juliet*example.com"),
+                None,
                 OFFER.as_bytes().to_vec(),
                 now,
             )
@@ -2037,7 +2074,13 @@ mod tests {
         let mut u = ua(10);
         let now = Instant::now();
         let id = u
-            .invite("sip:bob@sip.test", None, OFFER.as_bytes().to_vec(), now)
+            .invite(
+                "sip:bob@sip.test",
+                None,
+                None,
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
             .unwrap();
         let (sent, _) = drain(&mut u);
         let invite = sent[0].clone();
@@ -2091,8 +2134,14 @@ mod tests {
     fn outgoing_call_busy() {
         let mut u = ua(10);
         let now = Instant::now();
-        u.invite("sip:bob@sip.test", None, OFFER.as_bytes().to_vec(), now)
-            .unwrap();
+        u.invite(
+            "sip:bob@sip.test",
+            None,
+            None,
+            OFFER.as_bytes().to_vec(),
+            now,
+        )
+        .unwrap();
         let (sent, _) = drain(&mut u);
         u.on_inbound(
             response(&sent[0], 486, "Busy Here", Some("b9"), "").as_bytes(),
@@ -2253,7 +2302,7 @@ mod tests {
         let [UaEvent::Incoming { id, .. }] = &events[..] else {
             panic!("{events:?}")
         };
-        u.reject(*id, 486, now).unwrap();
+        u.reject(*id, 486, None, now).unwrap();
         let (sent, _) = drain(&mut u);
         assert!(
             sent.iter().any(|m| m.starts_with("SIP/2.0 486 Busy Here")),

@@ -99,6 +99,69 @@ impl AddressMapper {
     }
 }
 
+/// Where a gateway contact's localpart leads on the SIP side (RFC 7247 §6, Kamailio `xmpp`
+/// module style): digits (with an optional `+`) are a phone number at `sip_domain` with
+/// `user=phone`; `user<sep>host` is `sip:user@host`, the user part percent-encoded where SIP
+/// needs it. XEP-0106 escapes in the localpart are undone first. `None` for anything else.
+pub fn contact_to_sip_uri(localpart: &str, separator: char, sip_domain: &str) -> Option<String> {
+    let local = unescape_localpart(localpart);
+    if let Some(number) = phone_number(&local) {
+        return Some(format!("sip:{number}@{sip_domain};user=phone"));
+    }
+    let (user, host) = local.rsplit_once(separator)?;
+    let host = host.to_ascii_lowercase();
+    if user.is_empty() || !valid_host(&host) {
+        return None;
+    }
+    let mut enc = String::with_capacity(user.len());
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(format!("sip:{enc}@{host}"))
+}
+
+/// XEP-0106 §4.3: undoes [`escape_localpart`] (`\20` → space and so on); unknown escapes stay.
+pub fn unescape_localpart(s: &str) -> String {
+    const ESCAPES: [(&str, char); 10] = [
+        ("\\20", ' '),
+        ("\\22", '"'),
+        ("\\26", '&'),
+        ("\\27", '\''),
+        ("\\2f", '/'),
+        ("\\3a", ':'),
+        ("\\3c", '<'),
+        ("\\3e", '>'),
+        ("\\40", '@'),
+        ("\\5c", '\\'),
+    ];
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    'outer: while !rest.is_empty() {
+        if rest.starts_with('\\') {
+            for (code, c) in ESCAPES {
+                if rest.len() >= 3
+                    && rest.is_char_boundary(3)
+                    && rest[..3].eq_ignore_ascii_case(code)
+                {
+                    out.push(c);
+                    rest = &rest[3..];
+                    continue 'outer;
+                }
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
 /// Drops `;params` and `?headers` from a URI part.
 fn strip_params(s: &str) -> &str {
     s.split([';', '?']).next().unwrap_or("")
@@ -177,6 +240,42 @@ pub fn escape_localpart(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contacts_map_to_sip_uris_and_back() {
+        assert_eq!(
+            contact_to_sip_uri("bob*sip.test", '*', "pbx.test").as_deref(),
+            Some("sip:bob@sip.test")
+        );
+        assert_eq!(
+            contact_to_sip_uri("+15551234567", '*', "pbx.test").as_deref(),
+            Some("sip:+15551234567@pbx.test;user=phone")
+        );
+        // XEP-0106 escapes undone, then SIP-escaped where needed
+        assert_eq!(
+            contact_to_sip_uri("john\\20doe*Sip.Test", '*', "pbx.test").as_deref(),
+            Some("sip:john%20doe@sip.test")
+        );
+        // the last separator splits user from host
+        assert_eq!(
+            contact_to_sip_uri("a*b*sip.test", '*', "pbx.test").as_deref(),
+            Some("sip:a*b@sip.test")
+        );
+        assert_eq!(contact_to_sip_uri("nohost", '*', "pbx.test"), None);
+        assert_eq!(contact_to_sip_uri("bob*bad host", '*', "pbx.test"), None);
+        assert_eq!(contact_to_sip_uri("*sip.test", '*', "pbx.test"), None);
+        // round trip with the prompt mapping
+        let jid = m().prompt_to_jid("sip:bob@sip.test").unwrap();
+        let local = jid.split('@').next().unwrap();
+        assert_eq!(
+            contact_to_sip_uri(local, '*', "pbx.test").as_deref(),
+            Some("sip:bob@sip.test")
+        );
+        assert_eq!(
+            unescape_localpart(&escape_localpart("a b\\c@d")),
+            "a b\\c@d"
+        );
+    }
 
     fn m() -> AddressMapper {
         AddressMapper::new("gateway.example.com", '*')

@@ -210,7 +210,32 @@ pub struct Link {
     /// Stanzas taken from the queue (or produced by the router) that could not be written
     /// because the link broke; they go out first after the next handshake.
     unsent: VecDeque<Element>,
+    /// Where call signalling (Jingle IQs, JMI messages, replies to the call layer's IQs) goes
+    /// instead of the router.
+    calls: Option<mpsc::Sender<Element>>,
 }
+
+/// Is this stanza for the call layer? Jingle IQ sets, replies to its IQs (ids it prefixes
+/// with [`CALL_IQ_PREFIX`]), and messages carrying XEP-0353 JMI.
+pub fn is_call_signalling(el: &Element) -> bool {
+    match el.name() {
+        "iq" => match el.attr("type") {
+            Some("set") => el.children().any(|c| c.is("jingle", "urn:xmpp:jingle:1")),
+            Some("result") | Some("error") => el
+                .attr("id")
+                .is_some_and(|id| id.starts_with(CALL_IQ_PREFIX)),
+            _ => false,
+        },
+        "message" => {
+            el.attr("type") != Some("error")
+                && el.children().any(|c| c.ns() == "urn:xmpp:jingle-message:0")
+        }
+        _ => false,
+    }
+}
+
+/// Prefix of the ids of IQs the call layer sends, so their replies find their way back.
+pub const CALL_IQ_PREFIX: &str = "xsg-call-";
 
 type Stream = XmlStream<BufStream<TcpStream>, Element>;
 
@@ -220,6 +245,12 @@ enum Ended {
 }
 
 impl Link {
+    /// Hands call signalling to the call layer (see [`is_call_signalling`]).
+    pub fn with_calls(mut self, calls: mpsc::Sender<Element>) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
     pub fn new(
         cfg: XmppConfig,
         router: Router,
@@ -238,6 +269,7 @@ impl Link {
                 rx,
                 state,
                 metrics,
+                calls: None,
                 unsent: VecDeque::new(),
             },
             handle,
@@ -349,7 +381,29 @@ impl Link {
                             });
                         }
                         self.metrics.stanza_in(Kind::of(&el));
-                        self.router.handle(&el, &mut out);
+                        match &self.calls {
+                            Some(calls) if is_call_signalling(&el) => {
+                                if let Err(e) = calls.try_send(el) {
+                                    // The call layer is saturated or gone: say so rather than
+                                    // let the client wait for an IQ answer.
+                                    warn!("call layer not taking signalling: {e}");
+                                    let el = match e {
+                                        mpsc::error::TrySendError::Full(el)
+                                        | mpsc::error::TrySendError::Closed(el) => el,
+                                    };
+                                    if el.name() == "iq" && el.attr("type") == Some("set") {
+                                        out.push(crate::xmpp::stanza::error_reply(
+                                            &el,
+                                            &crate::xmpp::stanza::StanzaError::new(
+                                                crate::xmpp::stanza::ErrorType::Wait,
+                                                "resource-constraint",
+                                            ),
+                                        ));
+                                    }
+                                }
+                            }
+                            _ => self.router.handle(&el, &mut out),
+                        }
                         for reply in out.drain(..) {
                             if let Err(e) = self.write(&mut stream, reply).await {
                                 return Ended::Lost(e);
