@@ -1,5 +1,5 @@
 //! What the gateway says about itself in XEP-0030 service discovery (PROTOCOLS.md §1.5).
-//! A feature is listed only once it really works; later issues add Jingle and friends here.
+//! A feature is listed only once it really works.
 
 use minidom::Element;
 
@@ -9,18 +9,88 @@ use super::stanza::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_GATEWAY, NS_PING, NS_VERSI
 /// and presence), and no `gateway/sip`.
 pub const DOMAIN_IDENTITIES: &[(&str, &str)] = &[("gateway", "pstn"), ("gateway", "simple")];
 
-/// Features of the component domain, sorted (XEP-0115 §5.1 sorts too, which keeps caps stable).
+/// Jingle audio calls (XEP-0166/0167/0176/0320) and XEP-0353 JMI, as PROTOCOLS.md §1.5 lists
+/// them; `urn:ietf:rfc:3264` says we are an offer/answer gateway (XEP-0176 §2).
+const CALL_FEATURES: [&str; 7] = [
+    "urn:ietf:rfc:3264",
+    "urn:xmpp:jingle-message:0",
+    "urn:xmpp:jingle:1",
+    "urn:xmpp:jingle:apps:dtls:0",
+    "urn:xmpp:jingle:apps:rtp:1",
+    "urn:xmpp:jingle:apps:rtp:audio",
+    "urn:xmpp:jingle:transports:ice-udp:1",
+];
+
+/// Features of the component domain.
 pub const DOMAIN_FEATURES: &[&str] = &[
     NS_DISCO_INFO,
     NS_DISCO_ITEMS,
     NS_GATEWAY,
     NS_VERSION,
     NS_PING,
+    CALL_FEATURES[0],
+    CALL_FEATURES[1],
+    CALL_FEATURES[2],
+    CALL_FEATURES[3],
+    CALL_FEATURES[4],
+    CALL_FEATURES[5],
+    CALL_FEATURES[6],
 ];
 
-/// A contact (`+1555…@gateway`) is shown as a phone. Call features join when calls work.
+/// A contact (`+1555…@gateway`) is shown as a phone that takes Jingle audio calls, so that
+/// Conversations and Dino offer a call button (they look for these in the caps of a presence).
 pub const CONTACT_IDENTITIES: &[(&str, &str)] = &[("client", "phone")];
-pub const CONTACT_FEATURES: &[&str] = &[NS_DISCO_INFO];
+pub const CONTACT_FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_CAPS,
+    CALL_FEATURES[0],
+    CALL_FEATURES[1],
+    CALL_FEATURES[2],
+    CALL_FEATURES[3],
+    CALL_FEATURES[4],
+    CALL_FEATURES[5],
+    CALL_FEATURES[6],
+];
+
+/// XEP-0115 entity capabilities.
+pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
+/// Our caps node (XEP-0115 §6.1: a URI identifying the software).
+pub const CAPS_NODE: &str = "https://github.com/xmpp-sip-gateway/xmpp-sip-gateway";
+
+/// XEP-0115 §5.1 verification string and its SHA-1, base64: `category/type/lang/name<` per
+/// identity, then `feature<` per feature, each list sorted.
+pub fn caps_ver(identities: &[(&str, &str)], name: &str, features: &[&str]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut ids: Vec<String> = identities
+        .iter()
+        .map(|(c, t)| format!("{c}/{t}//{name}<"))
+        .collect();
+    ids.sort();
+    let mut feats: Vec<&str> = features.to_vec();
+    feats.sort_unstable();
+    feats.dedup();
+    let mut s = ids.concat();
+    for f in feats {
+        s.push_str(f);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()))
+}
+
+/// The `<c/>` caps element for a contact's presence.
+pub fn contact_caps(name: &str) -> Element {
+    let ver = caps_ver(CONTACT_IDENTITIES, name, CONTACT_FEATURES);
+    elem(
+        "c",
+        NS_CAPS,
+        &[
+            ("hash", Some("sha-1")),
+            ("node", Some(CAPS_NODE)),
+            ("ver", Some(&ver)),
+        ],
+    )
+}
 
 /// The `<query/>` of a disco#info result.
 pub fn info_query(identities: &[(&str, &str)], name: &str, features: &[&str]) -> Element {
@@ -40,6 +110,27 @@ pub fn info_query(identities: &[(&str, &str)], name: &str, features: &[&str]) ->
         q.append_child(elem("feature", NS_DISCO_INFO, &[("var", Some(f))]));
     }
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XEP-0115 §5.2's worked example ("Exodus 0.9.1").
+    #[test]
+    fn caps_ver_matches_the_xep_example() {
+        let ver = caps_ver(
+            &[("client", "pc")],
+            "Exodus 0.9.1",
+            &[
+                "http://jabber.org/protocol/caps",
+                "http://jabber.org/protocol/disco#info",
+                "http://jabber.org/protocol/disco#items",
+                "http://jabber.org/protocol/muc",
+            ],
+        );
+        assert_eq!(ver, "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
 }
 
 /// The `<query/>` of an (empty) disco#items result.

@@ -18,6 +18,8 @@ use super::stanza::{
 /// Human-readable name in disco identities and the version reply.
 pub const PRODUCT_NAME: &str = "xmpp-sip-gateway";
 const IDENTITY_NAME: &str = "SIP gateway";
+/// The resource of a contact's presence and of its side of Jingle sessions.
+pub const CONTACT_RESOURCE: &str = "gw";
 
 /// Who a stanza is addressed to, relative to the component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +140,31 @@ impl Router {
     }
 
     fn disco_info(&self, query: &Element, domain: bool) -> Result<Option<Element>, StanzaError> {
-        if query.attr("node").is_some() {
-            // No nodes yet (XEP-0115 caps nodes arrive with the call features).
-            return Err(StanzaError::new(ErrorType::Cancel, "item-not-found"));
+        if let Some(node) = query.attr("node") {
+            // XEP-0115 §6.2: a client resolving our caps asks `node#ver`; answer the same info
+            // with the node echoed. No other nodes exist.
+            let ours = format!(
+                "{}#{}",
+                disco::CAPS_NODE,
+                disco::caps_ver(
+                    disco::CONTACT_IDENTITIES,
+                    IDENTITY_NAME,
+                    disco::CONTACT_FEATURES
+                )
+            );
+            if domain || node != ours {
+                return Err(StanzaError::new(ErrorType::Cancel, "item-not-found"));
+            }
+            let info = disco::info_query(
+                disco::CONTACT_IDENTITIES,
+                IDENTITY_NAME,
+                disco::CONTACT_FEATURES,
+            );
+            let mut q = elem("query", NS_DISCO_INFO, &[("node", Some(node))]);
+            for child in info.children() {
+                q.append_child(child.clone());
+            }
+            return Ok(Some(q));
         }
         Ok(Some(if domain {
             disco::info_query(
@@ -209,23 +233,32 @@ impl Router {
         if target == Target::Foreign {
             return;
         }
-        match p.attr("type") {
-            // RFC 6121 §4.3: answer a probe with current presence. The domain is available
-            // while we run; a contact's real presence arrives with SIMPLE presence (later).
-            Some("probe") => out.push(send(if target == Target::Domain {
-                None
+        // A contact is "available" from the full JID `<contact>/gw` with caps listing the call
+        // features: that is what makes Conversations and Dino show a call button, and the full
+        // JID is where they send session-initiate. (Its SIP presence is not known yet: SIMPLE
+        // presence comes later.)
+        let current = || {
+            if target == Target::Domain {
+                send(None)
             } else {
-                Some("unavailable")
-            })),
+                let full = format!("{bare_to}/{CONTACT_RESOURCE}");
+                let mut el = elem(
+                    "presence",
+                    &ns,
+                    &[("from", Some(&full)), ("to", Some(from))],
+                );
+                el.append_child(disco::contact_caps(IDENTITY_NAME));
+                el
+            }
+        };
+        match p.attr("type") {
+            // RFC 6121 §4.3: answer a probe with current presence.
+            Some("probe") => out.push(current()),
             // RFC 6121 §3.1.3: approve, then send current presence. Prosody keeps no roster for
             // components, so approval is all the state there is.
             Some("subscribe") => {
                 out.push(send(Some("subscribed")));
-                out.push(send(if target == Target::Domain {
-                    None
-                } else {
-                    Some("unavailable")
-                }));
+                out.push(current());
             }
             Some("unsubscribe") => out.push(send(Some("unsubscribed"))),
             _ => debug!(type_ = ?p.attr("type"), "presence ignored"),
@@ -314,10 +347,15 @@ mod tests {
         );
         let feats: Vec<_> = q.children().filter_map(|c| c.attr("var")).collect();
         assert!(feats.contains(&NS_GATEWAY) && feats.contains(&NS_PING));
-        assert!(
-            !feats.iter().any(|f| f.contains("jingle")),
-            "no Jingle until calls work"
-        );
+        for f in [
+            "urn:xmpp:jingle:1",
+            "urn:xmpp:jingle:apps:rtp:1",
+            "urn:xmpp:jingle:apps:rtp:audio",
+            "urn:xmpp:jingle:transports:ice-udp:1",
+            "urn:xmpp:jingle:apps:dtls:0",
+        ] {
+            assert!(feats.contains(&f), "calls work: {f} advertised");
+        }
     }
 
     #[test]
@@ -336,6 +374,30 @@ mod tests {
             "<iq xmlns='jabber:component:accept' type='get' id='d3' {FROM} to='gateway.example.com'><query xmlns='{NS_DISCO_INFO}' node='x'/></iq>"
         ));
         assert_eq!(condition(&r), "item-not-found");
+        // The caps node of a contact's presence resolves to the same features (XEP-0115 §6.2).
+        let p = one(
+            "<presence xmlns='jabber:component:accept' type='probe' from='juliet@example.com' to='100@gateway.example.com'/>",
+        );
+        let c = p.get_child("c", disco::NS_CAPS).expect("caps in presence");
+        let node = format!("{}#{}", c.attr("node").unwrap(), c.attr("ver").unwrap());
+        let r = one(&format!(
+            "<iq xmlns='jabber:component:accept' type='get' id='d4' {FROM} to='100@gateway.example.com/gw'><query xmlns='{NS_DISCO_INFO}' node='{node}'/></iq>"
+        ));
+        let q = r.get_child("query", NS_DISCO_INFO).unwrap();
+        assert_eq!(q.attr("node"), Some(node.as_str()));
+        let feats: Vec<_> = q.children().filter_map(|c| c.attr("var")).collect();
+        assert!(feats.contains(&"urn:xmpp:jingle-message:0"), "{feats:?}");
+        assert_eq!(
+            c.attr("ver"),
+            Some(
+                disco::caps_ver(
+                    disco::CONTACT_IDENTITIES,
+                    IDENTITY_NAME,
+                    disco::CONTACT_FEATURES
+                )
+                .as_str()
+            )
+        );
     }
 
     #[test]
@@ -455,7 +517,9 @@ mod tests {
         let r = one(
             "<presence xmlns='jabber:component:accept' type='probe' from='juliet@example.com' to='100@gateway.example.com'/>",
         );
-        assert_eq!(r.attr("type"), Some("unavailable"));
+        // available from the contact's full JID, with caps (call buttons in clients)
+        assert_eq!(r.attr("type"), None);
+        assert_eq!(r.attr("from"), Some("100@gateway.example.com/gw"));
         let v = run(
             "<presence xmlns='jabber:component:accept' type='subscribe' from='juliet@example.com' to='gateway.example.com'/>",
         );
