@@ -112,6 +112,11 @@ pub fn info_query(identities: &[(&str, &str)], name: &str, features: &[&str]) ->
     q
 }
 
+/// The `<query/>` of an (empty) disco#items result.
+pub fn items_query() -> Element {
+    Element::bare("query", NS_DISCO_ITEMS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,9 +136,4 @@ mod tests {
         );
         assert_eq!(ver, "QgayPKawpkPSDYmwT/WM94uAlu0=");
     }
-}
-
-/// The `<query/>` of an (empty) disco#items result.
-pub fn items_query() -> Element {
-    Element::bare("query", NS_DISCO_ITEMS)
 }
