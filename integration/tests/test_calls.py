@@ -1,0 +1,206 @@
+"""XMPP user -> SIP phone calls through the gateway, end to end: a Jingle caller on Prosody
+(jingle_client.JingleClient, media by aiortc) calls `bob*sip.test@gateway.xmpp.test/gw`; the
+gateway (registered at Kamailio as gateway@sip.test) INVITEs baresip bob, bridges the media
+(ICE/DTLS-SRTP on the Jingle side, plain RTP on the SIP side) and maps the teardown both ways
+(PROTOCOLS.md §2.2–2.7, §3)."""
+import asyncio
+import time
+
+import pytest
+
+from harness import GATEWAY_JID
+from jingle_client import NS_RTP, NS_RTP_INFO, NS_ICE, NS_DTLS, NS_GROUP, JingleClient, q, \
+    reason_of, to_xml
+from sip_harness import dominant_frequency, sip_uri
+
+TEST_TIMEOUT = 120          # s, for one test's asyncio body (pytest.ini's hard limit is 180)
+CALLER = ("juliet", "julietpw")
+CALLER_HZ = 440
+PHONE_HZ = 880
+BOB_CONTACT = f"bob*sip.test@{GATEWAY_JID}/gw"
+
+
+def run(coro, timeout=TEST_TIMEOUT):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def blocking(fn, *args, **kwargs):
+    """A blocking harness call (baresip ctrl waits, wav analysis) off the loop, so that slixmpp
+    keeps acking and aiortc keeps sending meanwhile."""
+    return asyncio.to_thread(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def caller(prosody):
+    prosody.register(*CALLER)
+    return CALLER
+
+
+@pytest.fixture
+def call_setup(prosody, kamailio, baresip_factory, sip_gateway_factory, caller):
+    """(bob: baresip playing 880 Hz, auto-answer; gw: the gateway registered at Kamailio)."""
+    bob = baresip_factory("bob", tone_hz=PHONE_HZ)
+    gw = sip_gateway_factory()
+    return bob, gw
+
+
+async def client(prosody, tmp_path):
+    return await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "juliet",
+                              tone_hz=CALLER_HZ).start()
+
+
+def print_exchange(jc):
+    print("===== Jingle exchange =====")
+    print(jc.exchange_text())
+
+
+def check_accept(jc, accept):
+    """The session-accept: responder = the contact, one content (same name/creator as the
+    offer), an RTP description with payload types, rtcp-mux, ICE-UDP with DTLS setup=active."""
+    xml = to_xml(accept)
+    assert accept.get("sid") == jc.sid, xml
+    assert accept.get("responder") == BOB_CONTACT, xml
+    contents = accept.findall(q("urn:xmpp:jingle:1", "content"))
+    assert len(contents) == 1, xml
+    content = contents[0]
+    assert content.get("name") == "0" and content.get("creator") == "initiator", xml
+    desc = content.find(q(NS_RTP, "description"))
+    assert desc is not None and desc.get("media") == "audio", xml
+    pts = [(p.get("id"), p.get("name")) for p in desc.findall(q(NS_RTP, "payload-type"))]
+    assert pts, xml
+    assert desc.find(q(NS_RTP, "rtcp-mux")) is not None, xml
+    transport = content.find(q(NS_ICE, "transport"))
+    assert transport is not None and transport.get("ufrag") and transport.get("pwd"), xml
+    fp = transport.find(q(NS_DTLS, "fingerprint"))
+    assert fp is not None and fp.get("hash") == "sha-256" and fp.get("setup") == "active", xml
+    cands = transport.findall(q(NS_ICE, "candidate"))
+    assert cands and all(c.get("ip") == "127.0.0.1" for c in cands), xml
+    group = accept.find(q(NS_GROUP, "group"))
+    assert group is not None and group.get("semantics") == "BUNDLE", xml
+    return pts
+
+
+async def establish(jc, bob):
+    """Call bob through the gateway; returns (session-accept, setup seconds, payload types)."""
+    reply = await jc.call(BOB_CONTACT)
+    assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
+    accept = await jc.wait_for("session-accept", timeout=20)
+    setup_s = jc.accepted_at - jc.initiated_at
+    pts = check_accept(jc, accept)
+    await blocking(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+    ringing = [j for j in jc.received("session-info")
+               if j.find(q(NS_RTP_INFO, "ringing")) is not None]
+    print(f"session-initiate -> session-accept: {setup_s * 1000:.0f} ms; "
+          f"ringing received: {bool(ringing)}; accepted payload types: {pts}")
+    return accept, setup_s, pts
+
+
+async def check_audio_both_ways(jc, bob):
+    await jc.aio.wait_frames(150, timeout=10)           # >= 3 s of 20 ms frames
+    f_caller = await blocking(dominant_frequency, jc.aio.record_path, 0.5, 2.0)
+    print(f"the XMPP caller (aiortc) hears {f_caller:.1f} Hz ({jc.aio.frames} frames)")
+    return f_caller
+
+
+def test_xmpp_user_calls_a_sip_phone_audio_both_ways_and_hangs_up(prosody, call_setup,
+                                                                   tmp_path):
+    bob, gw = call_setup
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            try:
+                await establish(jc, bob)
+                await asyncio.sleep(4)
+                f_caller = await check_audio_both_ways(jc, bob)
+                reply = await jc.hangup("success")
+                assert reply["type"] == "result", f"session-terminate answered:\n{reply}"
+                closed = await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+                print(f"baresip: CALL_CLOSED {closed.get('param')!r}")
+            except BaseException:
+                print_exchange(jc)
+                raise
+            print_exchange(jc)
+        finally:
+            await jc.close()
+        heard_by_bob = await blocking(bob.wait_recording, "dec", min_seconds=3.0)
+        f_bob = await blocking(dominant_frequency, heard_by_bob, 0.5, 2.0)
+        print(f"baresip bob hears {f_bob:.1f} Hz ({heard_by_bob.name})")
+        assert abs(f_caller - PHONE_HZ) <= 5, f"the XMPP caller heard {f_caller:.1f} Hz"
+        assert abs(f_bob - CALLER_HZ) <= 5, f"baresip heard {f_bob:.1f} Hz"
+
+    run(body())
+
+
+def test_sip_phone_hangs_up_first(prosody, call_setup, tmp_path):
+    bob, gw = call_setup
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            try:
+                await establish(jc, bob)
+                await jc.aio.wait_frames(50, timeout=10)
+                t0 = time.monotonic()
+                r = await blocking(bob.hangup)
+                assert r.get("ok"), f"baresip hangup: {r}"
+                await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+                term = await jc.wait_for("session-terminate", timeout=10)
+                arrived = next(t for t, j in jc.events if j is term)
+                print(f"baresip hangup -> session-terminate received in "
+                      f"{(arrived - t0) * 1000:.0f} ms:\n{to_xml(term)}")
+                cond, text = reason_of(term)
+                assert cond == "success", to_xml(term)
+            except BaseException:
+                print_exchange(jc)
+                raise
+            print_exchange(jc)
+        finally:
+            await jc.close()
+
+    run(body())
+
+
+def test_call_to_unknown_sip_user_fails_with_gone(prosody, kamailio, sip_gateway_factory,
+                                                  caller, tmp_path):
+    sip_gateway_factory()
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            try:
+                reply = await jc.call(f"nobody*sip.test@{GATEWAY_JID}/gw")
+                assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
+                term = await jc.wait_for("session-terminate", timeout=15)
+                cond, text = reason_of(term)
+                print(f"session-terminate: reason {cond}, text {text!r}")
+                assert cond == "gone", to_xml(term)
+                assert text is not None and text.startswith("404"), to_xml(term)
+                assert not jc.received("session-accept")
+            except BaseException:
+                print_exchange(jc)
+                raise
+            print_exchange(jc)
+        finally:
+            await jc.close()
+
+    run(body())
+
+
+def test_bad_contact_is_item_not_found(prosody, kamailio, sip_gateway_factory, caller,
+                                       tmp_path):
+    sip_gateway_factory()
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            reply = await jc.call(f"not-an-address@{GATEWAY_JID}/gw")
+            print(reply)
+            assert reply["type"] == "error", f"session-initiate answered:\n{reply}"
+            assert reply["error"]["condition"] == "item-not-found", str(reply)
+            await asyncio.sleep(1)         # nothing else may follow (no session was created)
+            assert not jc.events, jc.exchange_text()
+        finally:
+            await jc.close()
+
+    run(body())
