@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::call::manager::{CallStats, Outcome};
 use crate::metrics::{Metrics, TxOutcome};
 use crate::sip::registration::RegState;
 use crate::sip::service::{SipAction, SipCommand, SipStatus};
@@ -35,6 +36,8 @@ pub struct AdminState {
     pub sip: watch::Receiver<SipStatus>,
     pub sip_commands: mpsc::Sender<SipCommand>,
     pub diagnostics: bool,
+    /// The call manager's counters.
+    pub calls: watch::Receiver<CallStats>,
 }
 
 impl AdminState {
@@ -87,8 +90,9 @@ async fn health(State(s): State<AdminState>) -> Response {
     }
 }
 
-/// `POST /about/shutdown`: Jigasi's graceful shutdown. No calls are bridged yet, so "when the
-/// last call ends" is now: the gateway un-registers, closes the XMPP stream and exits 0.
+/// `POST /about/shutdown`: Jigasi's graceful shutdown. New calls are refused from now on
+/// (health turns 503, so a load balancer moves on); the gateway un-registers, closes the XMPP
+/// stream and exits 0 when the last call ends (SIGTERM meanwhile ends the calls at once).
 async fn shutdown(State(s): State<AdminState>) -> Response {
     s.shutting_down.store(true, Relaxed);
     s.shutdown_request.cancel();
@@ -142,15 +146,93 @@ async fn stats(State(s): State<AdminState>) -> Json<serde_json::Value> {
             "registration_failures": m.sip_registration_failures.load(Relaxed),
             "transactions": serde_json::Value::Object(TxOutcome::ALL.iter().map(|o| (o.label().to_string(), json!(m.sip_transactions(*o)))).collect()),
         },
+        "calls": calls_json(&s.calls.borrow()),
         "stanzas_in": per_kind(Metrics::stanzas_in),
         "stanzas_out": per_kind(Metrics::stanzas_out),
     }))
 }
 
+fn calls_json(c: &CallStats) -> serde_json::Value {
+    json!({
+        "active": c.active,
+        "started": {"xmpp_to_sip": c.started_to_sip, "sip_to_xmpp": c.started_from_sip},
+        "outcomes": serde_json::Value::Object(Outcome::ALL.iter().map(|o| (o.label().to_string(), json!(c.outcome(*o)))).collect()),
+        "setup_ms_last": c.setup_ms_last,
+        "setup_ms_average": (c.setup_count > 0).then(|| c.setup_ms_sum / c.setup_count),
+        "media_ports_in_use": c.media_ports_in_use,
+        "media_bridges": c.media_bridges,
+    })
+}
+
+/// The call counters in Prometheus text format.
+fn calls_prometheus(c: &CallStats) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP xsg_calls_active Calls in progress (ringing or answered)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE xsg_calls_active gauge\nxsg_calls_active {}",
+        c.active
+    );
+    let _ = writeln!(
+        out,
+        "# HELP xsg_calls_started_total Calls started, by direction."
+    );
+    let _ = writeln!(out, "# TYPE xsg_calls_started_total counter");
+    let _ = writeln!(
+        out,
+        "xsg_calls_started_total{{direction=\"xmpp_to_sip\"}} {}",
+        c.started_to_sip
+    );
+    let _ = writeln!(
+        out,
+        "xsg_calls_started_total{{direction=\"sip_to_xmpp\"}} {}",
+        c.started_from_sip
+    );
+    let _ = writeln!(
+        out,
+        "# HELP xsg_calls_total Calls by outcome (answered counts when answered; the others when they end)."
+    );
+    let _ = writeln!(out, "# TYPE xsg_calls_total counter");
+    for o in Outcome::ALL {
+        let _ = writeln!(
+            out,
+            "xsg_calls_total{{outcome=\"{}\"}} {}",
+            o.label(),
+            c.outcome(o)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP xsg_call_setup_seconds Call setup time of answered calls (session-initiate to session-accept; INVITE to 200)."
+    );
+    let _ = writeln!(out, "# TYPE xsg_call_setup_seconds summary");
+    let _ = writeln!(
+        out,
+        "xsg_call_setup_seconds_sum {:.3}",
+        c.setup_ms_sum as f64 / 1000.0
+    );
+    let _ = writeln!(out, "xsg_call_setup_seconds_count {}", c.setup_count);
+    let _ = writeln!(
+        out,
+        "# HELP xsg_media_ports_in_use UDP ports held by call media."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE xsg_media_ports_in_use gauge\nxsg_media_ports_in_use {}",
+        c.media_ports_in_use
+    );
+    out
+}
+
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let body = s
+    let mut body = s
         .metrics
         .render_prometheus(s.queue.queue_depth(), s.queue.queue_capacity());
+    body.push_str(&calls_prometheus(&s.calls.borrow()));
     (
         [(
             header::CONTENT_TYPE,

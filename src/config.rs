@@ -145,6 +145,8 @@ pub struct SipConfig {
 pub struct CallsConfig {
     /// `account` or `mapped`: how an XMPP caller appears in From on the SIP side.
     pub caller_id: String,
+    /// How long an incoming SIP call rings the XMPP user before 480 (`calls.ring_timeout`).
+    pub ring_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +290,14 @@ pub const KEYS: &[KeySpec] = &[
         default: Some("account"),
         flag: None,
         help: "From of calls XMPP → SIP: account = the SIP account, the caller's JID as display name (registrars that check From accept it); mapped = juliet*example.com@<sip domain> (RFC 7247)",
+    },
+    KeySpec {
+        section: "calls",
+        key: "ring_timeout",
+        kind: Kind::Int(1, 600),
+        default: Some("45"),
+        flag: None,
+        help: "seconds an incoming SIP call rings the XMPP user (JMI propose) before it is retracted and the caller gets 480",
     },
     KeySpec {
         section: "media",
@@ -993,6 +1003,7 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
         },
         calls: CallsConfig {
             caller_id: get("calls.caller_id"),
+            ring_timeout: std::time::Duration::from_secs(num(&get("calls.ring_timeout"))),
         },
         admin: AdminConfig {
             listen: get("admin.listen")

@@ -204,12 +204,14 @@ async fn run(cfg: Config) -> ExitCode {
             } else {
                 CallerId::Account
             },
+            ring_timeout: cfg.calls.ring_timeout,
         },
         media,
         sip.calls.clone(),
         handle.clone(),
     );
-    let (call_stats_tx, _call_stats) = tokio::sync::watch::channel(CallStats::default());
+    let calls = calls.with_draining(shutting_down.clone());
+    let (call_stats_tx, call_stats) = tokio::sync::watch::channel(CallStats::default());
     let calls_shutdown = CancellationToken::new();
     let calls_task = tokio::spawn(calls.run(
         bridge_rx,
@@ -230,7 +232,9 @@ async fn run(cfg: Config) -> ExitCode {
         sip: sip.status.clone(),
         sip_commands: sip.commands.clone(),
         diagnostics: cfg.admin.diagnostics,
+        calls: call_stats.clone(),
     };
+    let call_stats_watch = call_stats;
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))
@@ -239,9 +243,21 @@ async fn run(cfg: Config) -> ExitCode {
     });
     info!(listen = %cfg.admin.listen, "admin HTTP up");
 
+    let mut calls_watch = call_stats_watch;
     let signal = tokio::select! {
         s = wait_for_signal() => s,
-        _ = shutdown_request.cancelled() => "POST /about/shutdown",
+        _ = shutdown_request.cancelled() => {
+            // Graceful (Jigasi's semantics): no new calls; exit when the last one ends, or
+            // at once on a signal.
+            let active = calls_watch.borrow().active;
+            if active > 0 {
+                info!(active, "graceful shutdown: waiting for the calls in progress to end");
+            }
+            tokio::select! {
+                s = wait_for_signal() => s,
+                _ = calls_watch.wait_for(|c| c.active == 0) => "POST /about/shutdown",
+            }
+        }
     };
     info!(signal, "shutting down: closing the component link");
     shutting_down.store(true, Relaxed);

@@ -461,17 +461,18 @@ def test_options_and_message_with_baresip(kamailio, sip_gateway_factory, baresip
 # ---------------------------------------------------------------- 6. a phone calls the gateway
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_baresip_call_to_gateway_gets_480(kamailio, sip_gateway_factory, baresip_factory,
-                                          transport):
-    """bob (UDP) calls the gateway, registered over `transport`: Kamailio relays the INVITE to
-    the gateway's contact, which answers 480."""
+def test_baresip_call_to_gateway_account_gets_404(kamailio, sip_gateway_factory, baresip_factory,
+                                                  transport):
+    """bob (UDP) calls the gateway's own account, registered over `transport`: Kamailio relays
+    the INVITE to the gateway's contact, which names no XMPP user (that takes `user*domain`):
+    404 with a phrase saying how to dial."""
     gw = sip_gateway_factory(transport=transport)
     bob = baresip_factory("bob")
     bob.dial(GATEWAY)
     closed = bob.wait_event("CALL_CLOSED", timeout=15)
     print("bob's CALL_CLOSED:", closed)
-    assert "480" in closed.get("param", ""), closed
-    assert "calls to XMPP users are not bridged yet" in closed.get("param", "") + bob.log_text(), closed
+    assert "404" in closed.get("param", ""), closed
+    assert "dial an XMPP user as user*xmpp-domain" in closed.get("param", "") + bob.log_text(), closed
     assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events()), bob.events()
     assert routed(kamailio, "INVITE", gw), kamailio.log_text()[-2000:]
     # the gateway survives and is still registered and answering

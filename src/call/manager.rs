@@ -1,16 +1,23 @@
 //! The call manager: one task that joins Jingle sessions on the XMPP side, SIP dialogs and the
 //! media bridge of each call.
 //!
-//! Done so far: XMPP → SIP calls started with a direct `session-initiate` (XEP-0166/0167, ICE-UDP,
-//! DTLS): ack at once, allocate the bridge, INVITE the mapped SIP address with an offer that lists
-//! the WebRTC side's codecs first (so passthrough is possible); 180/183 → `<ringing/>` (183 with
-//! SDP starts early media); 200 → `session-accept` with our ICE/DTLS transport; failures and
-//! hang-ups both ways with the reasons of PROTOCOLS.md §2.7; trickled candidates; SIP re-INVITE
-//! (hold) answered. SIP → XMPP calls and JMI come next: an incoming INVITE is answered 480 with
-//! a reason saying so.
+//! * XMPP → SIP: a `session-initiate` (XEP-0166/0167, ICE-UDP, DTLS; a XEP-0353 propose is
+//!   answered with `<proceed/>` first) is acked at once, the bridge allocated, the mapped SIP
+//!   address INVITEd with an offer that lists the WebRTC side's codecs first (so passthrough is
+//!   possible); 180/183 → `<ringing/>` (183 with SDP starts early media); 200 → `session-accept`
+//!   with our ICE/DTLS transport.
+//! * SIP → XMPP: an INVITE for `juliet*example.com` rings `juliet@example.com` with a JMI
+//!   `<propose/>` from the caller's contact JID; `<ringing/>` → 180; `<proceed/>` from a full JID
+//!   → `session-initiate` to it (the SIP side's codecs first); `session-accept` → 200 with our
+//!   SDP answer; `<reject/>` → 486/603; no answer within `calls.ring_timeout` → `<retract/>` and
+//!   480; CANCEL → `<retract/>`.
+//! * Both: failures and hang-ups both ways with the reasons of PROTOCOLS.md §2.7, trickled
+//!   candidates, SIP re-INVITE (hold) answered, media freed when a call ends.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
@@ -24,14 +31,18 @@ use crate::media::bridge::{
 use crate::sip::sdp::SessionDescription;
 use crate::sip::service::CallCommand;
 use crate::sip::ua::{RequestId, UaEvent};
-use crate::xmpp::address::contact_to_sip_uri;
+use crate::xmpp::address::{AddressMapper, contact_to_sip_uri, sip_uri_user, sip_user_to_jid};
 use crate::xmpp::jingle::{
-    self, Action, Jingle, JingleErrorCondition, Party, Reason, ReasonCondition, SessionInfo,
+    self, Action, Jingle, JingleErrorCondition, JmiKind, JmiMessage, Party, Reason,
+    ReasonCondition, SessionInfo,
 };
 use crate::xmpp::link::{CALL_IQ_PREFIX, LinkHandle};
-use crate::xmpp::stanza::{ErrorType, StanzaError, error_reply, reply};
+use crate::xmpp::router::{CONTACT_RESOURCE, IDENTITY_NAME};
+use crate::xmpp::stanza::{ErrorType, StanzaError, elem, error_reply, reply, text_elem};
 
 const NS_CLIENT: &str = "jabber:component:accept";
+/// XEP-0172 user nickname: the SIP caller's display name.
+const NS_NICK: &str = "http://jabber.org/protocol/nick";
 
 /// How the caller appears on the SIP side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,58 +64,186 @@ pub struct CallConfig {
     /// Domain for phone numbers (`+1555…` → `sip:+1555…@<domain>;user=phone`): the account's.
     pub sip_domain: String,
     pub caller_id: CallerId,
+    /// `calls.ring_timeout`: how long an incoming SIP call rings before 480.
+    pub ring_timeout: Duration,
+}
+
+/// Which way a call goes, and what only that direction needs.
+enum Direction {
+    /// An XMPP user called a SIP address: their Jingle offer, answered with `session-accept`.
+    ToSip,
+    /// A SIP caller rings an XMPP user: we propose (JMI), then initiate once a device proceeds.
+    FromSip {
+        /// The callee's bare JID (where the propose went; only its devices may answer).
+        callee: String,
+        /// True until a device sends `<proceed/>`: the call is a JMI propose, not a session yet.
+        proposing: bool,
+        /// The message id of our propose, so an error bounce finds the call.
+        propose_id: String,
+    },
 }
 
 /// One call.
 struct Call {
     sid: String,
-    /// The XMPP party (full JID) and our JID in the session (their `to`).
+    dir: Direction,
+    /// The XMPP party (full JID once known; the callee's bare JID while proposing) and our JID
+    /// in the session (the contact, `…/gw`).
     peer: String,
     us: String,
     bridge: Bridge,
     local: BridgeLocal,
-    /// Their Jingle offer (we answer in its terms) and the codecs it gave the WebRTC leg.
+    /// The Jingle offer: theirs (we answer in its terms) or ours (SIP → XMPP).
     offer: jingle::RtpDescription,
     content_name: String,
     content_creator: Party,
+    /// The WebRTC leg's codecs: their offer's, or (SIP → XMPP) their answer's.
     webrtc_codecs: LegCodecs,
-    /// The codecs of the SIP side's answer, once it came.
+    /// The codecs of the SIP side's answer, once it came (XMPP → SIP).
     sip_codecs: Option<LegCodecs>,
     sip: Option<RequestId>,
+    /// The SIP leg's offer: ours (XMPP → SIP) or the caller's (SIP → XMPP).
     sip_offer: SessionDescription,
     session: SessionVersion,
     ringing_sent: bool,
     accepted: bool,
     started: Instant,
+    /// How it ended, when the code that ends it knows better than the reason says.
+    outcome: Option<Outcome>,
+}
+
+impl Call {
+    fn inbound(&self) -> bool {
+        matches!(self.dir, Direction::FromSip { .. })
+    }
 }
 
 type CallKey = u64;
 
-/// Counters the admin API shows.
+/// How a call ended, for the counters (`xsg_calls_total{outcome=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    Busy,
+    Declined,
+    NoAnswer,
+    Cancelled,
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Answered,
+        Outcome::Busy,
+        Outcome::Declined,
+        Outcome::NoAnswer,
+        Outcome::Cancelled,
+        Outcome::Failed,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Busy => "busy",
+            Outcome::Declined => "declined",
+            Outcome::NoAnswer => "no_answer",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+        }
+    }
+    /// An unanswered call's outcome from the reason it ended with.
+    fn of_unanswered(reason: &ReasonCondition) -> Outcome {
+        match reason {
+            ReasonCondition::Busy => Outcome::Busy,
+            ReasonCondition::Decline => Outcome::Declined,
+            ReasonCondition::Timeout => Outcome::NoAnswer,
+            ReasonCondition::Cancel | ReasonCondition::Success => Outcome::Cancelled,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// Counters the admin API shows (`/about/stats` "calls", `/metrics` `xsg_calls_*`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallStats {
     pub active: usize,
-    pub started: u64,
-    pub answered: u64,
-    pub failed: u64,
+    /// Calls started, XMPP → SIP and SIP → XMPP.
+    pub started_to_sip: u64,
+    pub started_from_sip: u64,
+    /// Ended calls by [`Outcome`] (indexed as `Outcome::ALL`); answered ones count once answered.
+    pub outcomes: [u64; 6],
+    /// Setup time of answered calls: session-initiate → session-accept (XMPP → SIP), INVITE →
+    /// 200 (SIP → XMPP); sum and count, and the last one.
+    pub setup_ms_sum: u64,
+    pub setup_count: u64,
+    pub setup_ms_last: Option<u64>,
+    /// The media engine's view: UDP ports held and bridges alive (both 0 when idle).
+    pub media_ports_in_use: usize,
+    pub media_bridges: usize,
+}
+
+impl CallStats {
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        self.outcomes[o as usize]
+    }
+    fn count(&mut self, o: Outcome) {
+        self.outcomes[o as usize] += 1;
+    }
+}
+
+/// How to end the SIP leg: the final response to an unanswered incoming INVITE (`code`,
+/// `phrase`), or CANCEL / BYE with an RFC 3326 `Reason` header for ours and answered ones.
+struct SipEnd {
+    code: u16,
+    reason: Option<String>,
+    phrase: Option<String>,
+}
+
+impl SipEnd {
+    fn code(code: u16) -> Self {
+        SipEnd {
+            code,
+            reason: None,
+            phrase: None,
+        }
+    }
+    fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+    fn phrase(mut self, p: impl Into<String>) -> Self {
+        self.phrase = Some(p.into());
+        self
+    }
 }
 
 pub struct CallManager {
     cfg: CallConfig,
     media: MediaEngine,
+    mapper: AddressMapper,
     sip: mpsc::Sender<CallCommand>,
     xmpp: LinkHandle,
     calls: HashMap<CallKey, Call>,
     by_sid: HashMap<(String, String), CallKey>,
     by_sip: HashMap<RequestId, CallKey>,
+    /// SIP → XMPP calls by JMI id (= sid): a device's ringing/proceed/reject finds its call.
+    by_jmi: HashMap<String, CallKey>,
     bridge_tx: mpsc::UnboundedSender<(CallKey, BridgeEvent)>,
+    timer_tx: mpsc::UnboundedSender<CallKey>,
+    timer_rx: Option<mpsc::UnboundedReceiver<CallKey>>,
     next: u64,
     stats: CallStats,
+    /// Set by a graceful shutdown (`POST /about/shutdown`): calls in progress go on, new ones
+    /// are refused.
+    draining: Arc<AtomicBool>,
 }
 
 /// XEP-0166 reason for a SIP status, with the code carried in `<text/>`.
 fn sip_reason(code: u16, phrase: &str) -> Reason {
     Reason::new(jingle::sip_status_to_reason(code)).with_text(jingle::reason_text(code, phrase))
+}
+
+fn bare(jid: &str) -> &str {
+    jid.split('/').next().unwrap_or(jid)
 }
 
 impl CallManager {
@@ -115,8 +254,10 @@ impl CallManager {
         xmpp: LinkHandle,
     ) -> (Self, mpsc::UnboundedReceiver<(CallKey, BridgeEvent)>) {
         let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         (
             CallManager {
+                mapper: AddressMapper::new(cfg.component.clone(), cfg.separator),
                 cfg,
                 media,
                 sip,
@@ -124,12 +265,26 @@ impl CallManager {
                 calls: HashMap::new(),
                 by_sid: HashMap::new(),
                 by_sip: HashMap::new(),
+                by_jmi: HashMap::new(),
                 bridge_tx,
+                timer_tx,
+                timer_rx: Some(timer_rx),
                 next: 0,
                 stats: CallStats::default(),
+                draining: Arc::new(AtomicBool::new(false)),
             },
             bridge_rx,
         )
+    }
+
+    /// Shares the flag a graceful shutdown sets: from then on new calls are refused.
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+        self.draining = draining;
+        self
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
     }
 
     /// Runs until `shutdown`: every call is then ended on both sides.
@@ -141,25 +296,36 @@ impl CallManager {
         stats: tokio::sync::watch::Sender<CallStats>,
         shutdown: CancellationToken,
     ) {
+        let mut timers = self.timer_rx.take().expect("run is called once");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(el) = stanzas.recv() => self.on_stanza(el).await,
                 Some(ev) = sip_events.recv() => self.on_sip(ev).await,
                 Some((key, ev)) = bridge_rx.recv() => self.on_bridge(key, ev).await,
+                Some(key) = timers.recv() => self.on_ring_timeout(key).await,
             }
-            self.stats.active = self.calls.len();
-            let _ = stats.send(self.stats);
+            self.publish(&stats);
         }
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
             self.end(
                 key,
                 Some(Reason::new(ReasonCondition::Gone).with_text("the gateway is shutting down")),
-                Some((503, None)),
+                Some(
+                    SipEnd::code(503).phrase("Service Unavailable (the gateway is shutting down)"),
+                ),
             )
             .await;
         }
+        self.publish(&stats);
+    }
+
+    fn publish(&mut self, stats: &tokio::sync::watch::Sender<CallStats>) {
+        self.stats.active = self.calls.len();
+        self.stats.media_ports_in_use = self.media.ports_in_use();
+        self.stats.media_bridges = self.media.active_bridges();
+        let _ = stats.send(self.stats);
     }
 
     fn send(&self, el: Element) {
@@ -179,50 +345,172 @@ impl CallManager {
         }
     }
 
+    /// A `<message/>` carrying one JMI element (XEP-0353), with the hints that keep it out of
+    /// message archives but let it reach every device (and offline storage: a missed call).
+    fn jmi_message(from: &str, to: &str, id: Option<&str>, jmi: JmiMessage) -> Element {
+        let mut m = elem(
+            "message",
+            NS_CLIENT,
+            &[
+                ("from", Some(from)),
+                ("to", Some(to)),
+                ("type", Some("chat")),
+                ("id", id),
+            ],
+        );
+        m.append_child(jmi.to_element());
+        m.append_child(Element::bare("store", "urn:xmpp:hints"));
+        m
+    }
+
+    /// Starts the bridge's event forwarding for call `key`.
+    fn watch_bridge(&self, key: CallKey, bridge: &mut Bridge) {
+        if let Some(mut events) = bridge.take_events() {
+            let tx = self.bridge_tx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    if tx.send((key, ev)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
     // ------------------------------------------------------------------ XMPP side
 
     async fn on_stanza(&mut self, el: Element) {
-        match el.name() {
-            "iq" => match el.attr("type") {
-                Some("set") => self.on_jingle_iq(el).await,
-                Some("error") => self.on_iq_error(&el).await,
-                _ => {}
-            },
-            // JMI (XEP-0353) comes with SIP → XMPP calls; a propose for an XMPP → SIP call is
-            // answered with a reject for now, so the client does not wait.
-            "message" => self.on_jmi(&el),
+        match (el.name(), el.attr("type")) {
+            ("iq", Some("set")) => self.on_jingle_iq(el).await,
+            ("iq", Some("error")) => self.on_iq_error(&el).await,
+            ("message", Some("error")) => self.on_message_error(&el).await,
+            ("message", _) => self.on_jmi(&el).await,
             _ => {}
         }
     }
 
-    fn on_jmi(&mut self, msg: &Element) {
-        let Some(Ok(jmi)) = jingle::JmiMessage::from_message(msg) else {
+    async fn on_jmi(&mut self, msg: &Element) {
+        let Some(Ok(jmi)) = JmiMessage::from_message(msg) else {
             return;
         };
-        if let jingle::JmiKind::Propose { .. } = jmi.kind {
-            let (Some(from), Some(to)) = (msg.attr("from"), msg.attr("to")) else {
-                return;
-            };
-            // We cannot ring through JMI yet: tell the client to send session-initiate
-            // directly by answering with <proceed/> from a full JID of the contact.
-            let us = format!("{}/gw", to.split('/').next().unwrap_or(to));
-            let proceed = jingle::JmiMessage {
-                kind: jingle::JmiKind::Proceed,
+        let (Some(from), Some(to)) = (msg.attr("from"), msg.attr("to")) else {
+            return;
+        };
+        if let JmiKind::Propose { .. } = jmi.kind {
+            // An XMPP → SIP call: we do not ring through JMI (the SIP side rings once the
+            // INVITE is out), so tell the client to send session-initiate right away by
+            // answering with <proceed/> from a full JID of the contact.
+            let us = format!("{}/{CONTACT_RESOURCE}", bare(to));
+            let proceed = JmiMessage {
+                kind: JmiKind::Proceed,
                 id: jmi.id.clone(),
             };
-            let mut m = crate::xmpp::stanza::elem(
-                "message",
-                NS_CLIENT,
-                &[
-                    ("from", Some(&us)),
-                    ("to", Some(from)),
-                    ("type", Some("chat")),
-                ],
-            );
-            m.append_child(proceed.to_element());
-            m.append_child(Element::bare("store", "urn:xmpp:hints"));
-            self.send(m);
+            self.send(Self::jmi_message(&us, from, None, proceed));
+            return;
         }
+        // The rest answer our propose (SIP → XMPP); only the callee's devices may.
+        let Some(key) = self.by_jmi.get(&jmi.id).copied() else {
+            debug!(id = %jmi.id, %from, "JMI message for no call of ours");
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Direction::FromSip {
+            callee, proposing, ..
+        } = &mut call.dir
+        else {
+            return;
+        };
+        if bare(from) != callee.as_str() {
+            warn!(%from, callee = %callee, "JMI answer from someone other than the callee; ignored");
+            return;
+        }
+        match jmi.kind {
+            JmiKind::Ringing if !call.ringing_sent => {
+                call.ringing_sent = true;
+                if let Some(id) = call.sip {
+                    self.sip_command(CallCommand::Ring {
+                        id,
+                        code: 180,
+                        sdp: None,
+                    })
+                    .await;
+                }
+            }
+            JmiKind::Proceed => {
+                if !*proposing {
+                    // Another device of the callee proceeded first (or a repeat): the session
+                    // is with the first one.
+                    debug!(%from, "late <proceed/>; the call went to another device");
+                    return;
+                }
+                *proposing = false;
+                call.peer = from.to_string();
+                self.by_sid
+                    .insert((from.to_string(), call.sid.clone()), key);
+                self.initiate(key);
+            }
+            JmiKind::Reject { reason } => {
+                let busy = reason
+                    .as_ref()
+                    .is_some_and(|r| r.condition == ReasonCondition::Busy);
+                let code = if busy { 486 } else { 603 };
+                info!(%from, code, "the XMPP user rejected the call");
+                // No retract: the reject already told the callee's other devices (carbons).
+                *proposing = false;
+                self.end(key, None, Some(SipEnd::code(code))).await;
+            }
+            // <accept/> (legacy, to one's own bare JID), <retract/> and <finish/> from the
+            // callee carry nothing for us: the session's own actions end it.
+            _ => {}
+        }
+    }
+
+    /// An error bounce of our propose: the callee's server refused the message.
+    async fn on_message_error(&mut self, msg: &Element) {
+        let Some(id) = msg.attr("id") else { return };
+        let key = self.calls.iter().find_map(|(k, c)| match &c.dir {
+            Direction::FromSip { propose_id, .. } if propose_id == id => Some(*k),
+            _ => None,
+        });
+        let Some(key) = key else { return };
+        let condition = msg
+            .get_child("error", NS_CLIENT)
+            .and_then(|e| {
+                e.children()
+                    .find(|c| c.ns() == crate::xmpp::stanza::NS_STANZAS && c.name() != "text")
+            })
+            .map(|c| c.name().to_string())
+            .unwrap_or_else(|| "undefined-condition".into());
+        info!(%condition, "the callee's server refused the call's propose");
+        let code = match condition.as_str() {
+            "item-not-found" | "remote-server-not-found" | "jid-malformed" => 404,
+            _ => 480,
+        };
+        if let Some(Call {
+            dir: Direction::FromSip { proposing, .. },
+            ..
+        }) = self.calls.get_mut(&key)
+        {
+            *proposing = false; // nothing to retract
+        }
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.outcome = Some(Outcome::Failed);
+        }
+        self.end(
+            key,
+            None,
+            Some(SipEnd::code(code).phrase(format!(
+                "{} (the XMPP server said {condition})",
+                if code == 404 {
+                    "Not Found"
+                } else {
+                    "Temporarily Unavailable"
+                }
+            ))),
+        )
+        .await;
     }
 
     async fn on_iq_error(&mut self, iq: &Element) {
@@ -238,11 +526,20 @@ impl CallManager {
         if let Some(key) = key
             && !self.calls.get(&key).is_some_and(|c| c.accepted)
         {
-            self.end(key, None, Some((480, Some("the XMPP client refused"))))
-                .await;
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.outcome = Some(Outcome::Failed);
+            }
+            self.end(
+                key,
+                None,
+                Some(
+                    SipEnd::code(480)
+                        .phrase("Temporarily Unavailable (the XMPP client refused the session)"),
+                ),
+            )
+            .await;
         }
     }
-
     async fn on_jingle_iq(&mut self, iq: Element) {
         let parsed = match Jingle::from_iq(&iq) {
             Some(Ok(j)) => j,
@@ -272,14 +569,26 @@ impl CallManager {
             )),
             (Action::SessionTerminate, Some(key)) => {
                 self.send(reply(&iq, "result"));
-                let (code, reason) = match parsed.reason.as_ref().map(|r| &r.condition) {
-                    Some(ReasonCondition::Success) | None => (487, None),
-                    Some(c) => (
-                        jingle::reason_to_sip_status(c),
-                        Some(format!("XMPP;text=\"{}\"", c.as_str())),
-                    ),
+                // An XMPP callee hanging up before answering declines; an XMPP caller doing
+                // so cancels.
+                let inbound = self.calls.get(&key).is_some_and(Call::inbound);
+                let cond = parsed.reason.as_ref().map(|r| &r.condition);
+                let sip = match cond {
+                    Some(ReasonCondition::Success) | None if inbound => SipEnd::code(603),
+                    Some(ReasonCondition::Success) | None => SipEnd::code(487),
+                    Some(c) => SipEnd::code(jingle::reason_to_sip_status(c))
+                        .reason(format!("XMPP;text=\"{}\"", c.as_str())),
                 };
-                self.end_sip_only(key, code, reason).await;
+                self.end(key, None, Some(sip)).await;
+            }
+            (Action::SessionAccept, Some(key))
+                if self
+                    .calls
+                    .get(&key)
+                    .is_some_and(|c| c.inbound() && !c.accepted) =>
+            {
+                self.send(reply(&iq, "result"));
+                self.on_session_accept(key, parsed).await;
             }
             (Action::TransportInfo, Some(key)) => {
                 self.send(reply(&iq, "result"));
@@ -348,6 +657,15 @@ impl CallManager {
             t.reason = Some(reason);
             t
         };
+        if self.is_draining() {
+            let t = terminate(
+                Reason::new(ReasonCondition::Gone)
+                    .with_text("503 Service Unavailable (the gateway is shutting down)"),
+            );
+            let id = self.iq_id();
+            self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
+            return;
+        }
         let remote = match jingle::remote_description(transport) {
             Ok(r) => r,
             Err(e) => {
@@ -395,16 +713,7 @@ impl CallManager {
         }
         self.next += 1;
         let key = self.next;
-        if let Some(mut events) = bridge.take_events() {
-            let tx = self.bridge_tx.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = events.recv().await {
-                    if tx.send((key, ev)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        self.watch_bridge(key, &mut bridge);
         let session = SessionVersion {
             id: rand::random::<u32>().into(),
             version: 1,
@@ -446,13 +755,14 @@ impl CallManager {
             }
         };
         info!(sid = %j.sid, %from, %uri, "call XMPP → SIP started");
-        self.stats.started += 1;
+        self.stats.started_to_sip += 1;
         self.by_sid.insert((from.clone(), j.sid.clone()), key);
         self.by_sip.insert(sip_id, key);
         self.calls.insert(
             key,
             Call {
                 sid: j.sid.clone(),
+                dir: Direction::ToSip,
                 peer: from,
                 us: to,
                 bridge,
@@ -468,25 +778,361 @@ impl CallManager {
                 ringing_sent: false,
                 accepted: false,
                 started: Instant::now(),
+                outcome: None,
             },
         );
     }
 
-    // ------------------------------------------------------------------ SIP side
+    // ------------------------------------------------------------------ SIP → XMPP
 
+    /// A SIP caller dials an XMPP user (`juliet*example.com@…`): check what we can before
+    /// ringing anyone, then propose the call to the callee's devices (XEP-0353).
+    async fn on_incoming(
+        &mut self,
+        id: RequestId,
+        from: String,
+        from_display: Option<String>,
+        to: String,
+        request_uri: String,
+        sdp: Vec<u8>,
+    ) {
+        let sep = self.cfg.separator;
+        // The Request-URI names the callee when the upstream keeps it (a trunk, Kamailio's
+        // xmpp module); a registrar that rewrote it to our Contact leaves it in To.
+        let callee = sip_uri_user(&request_uri)
+            .and_then(|u| sip_user_to_jid(u, sep))
+            .or_else(|| sip_uri_user(&to).and_then(|u| sip_user_to_jid(u, sep)));
+        let reject = |code: u16, phrase: String| CallCommand::Reject {
+            id,
+            code,
+            phrase: Some(phrase),
+        };
+        if self.is_draining() {
+            self.sip_command(reject(
+                503,
+                "Service Unavailable (the gateway is shutting down)".into(),
+            ))
+            .await;
+            return;
+        }
+        let Some(callee) = callee else {
+            info!(%request_uri, %to, "incoming call for no XMPP user");
+            self.sip_command(reject(
+                404,
+                format!("Not Found (dial an XMPP user as user{sep}xmpp-domain, e.g. juliet{sep}example.com)"),
+            ))
+            .await;
+            return;
+        };
+        let callee_domain = callee.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if callee_domain == self.cfg.component {
+            // Our own contacts are SIP addresses: calling them from SIP would loop.
+            self.sip_command(reject(
+                482,
+                format!("Loop Detected ({callee} is a SIP address behind this gateway)"),
+            ))
+            .await;
+            return;
+        }
+        if sdp.is_empty() {
+            self.sip_command(reject(
+                488,
+                "Not Acceptable Here (an INVITE without an SDP offer is not supported)".into(),
+            ))
+            .await;
+            return;
+        }
+        let offer = match SessionDescription::parse(&sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                self.sip_command(reject(400, format!("Bad Request (SDP: {e})")))
+                    .await;
+                return;
+            }
+        };
+        let (mut bridge, local) = match self.media.create_bridge(WebRtcRole::Offerer).await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("cannot allocate media for a call: {e}");
+                self.sip_command(reject(503, format!("Service Unavailable (media: {e})")))
+                    .await;
+                return;
+            }
+        };
+        // Checked now so that nobody rings for a call that cannot carry audio.
+        let sip_remote = match sdp_media::sip_remote_from_offer(&offer, &local.sip, &[]) {
+            Ok(r) => r,
+            Err(e) => {
+                info!("incoming call refused: {e}");
+                let code = e.status().unwrap_or(488);
+                self.sip_command(reject(code, format!("Not Acceptable Here ({e})")))
+                    .await;
+                bridge.close().await;
+                return;
+            }
+        };
+        let caller = self
+            .mapper
+            .prompt_to_jid(&from)
+            .unwrap_or_else(|_| format!("unknown{sep}invalid@{}", self.cfg.component));
+        let us = format!("{caller}/{CONTACT_RESOURCE}");
+        let sid = format!("xsg{:016x}", rand::random::<u64>());
+        self.next += 1;
+        let key = self.next;
+        self.watch_bridge(key, &mut bridge);
+
+        // Directed presence with caps first, so the callee's client knows the caller takes
+        // Jingle audio (and shows a name), then the propose to every device of the callee.
+        let mut presence = elem(
+            "presence",
+            NS_CLIENT,
+            &[("from", Some(&us)), ("to", Some(&callee))],
+        );
+        presence.append_child(crate::xmpp::disco::contact_caps(IDENTITY_NAME));
+        if let Some(name) = from_display.as_deref().filter(|n| !n.is_empty()) {
+            presence.append_child(text_elem("nick", NS_NICK, name));
+        }
+        self.send(presence);
+        let propose_id = format!("{CALL_IQ_PREFIX}p-{sid}");
+        let mut propose = Self::jmi_message(
+            &us,
+            &callee,
+            Some(&propose_id),
+            JmiMessage {
+                kind: JmiKind::Propose {
+                    media: vec!["audio".into()],
+                },
+                id: sid.clone(),
+            },
+        );
+        if let Some(name) = from_display.as_deref().filter(|n| !n.is_empty()) {
+            propose.append_child(text_elem("nick", NS_NICK, name));
+        }
+        self.send(propose);
+        let timer = self.timer_tx.clone();
+        let ring = self.cfg.ring_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(ring).await;
+            let _ = timer.send(key);
+        });
+        info!(%sid, %from, %callee, "call SIP → XMPP: ringing the XMPP user");
+        self.stats.started_from_sip += 1;
+        self.by_sip.insert(id, key);
+        self.by_jmi.insert(sid.clone(), key);
+        let webrtc_codecs = LegCodecs::default();
+        // Our Jingle offer: the SIP side's codecs first (so the client may pick one and spare
+        // transcoding), then the rest of what WebRTC clients have.
+        let mut codecs: Vec<(u8, crate::media::codec::Codec)> = Vec::new();
+        for f in &sip_remote.codecs.audio {
+            if let Some(&(pt, c)) = jingle::DEFAULT_OFFER_CODECS
+                .iter()
+                .find(|(_, c)| *c == f.codec)
+            {
+                codecs.push((pt, c));
+            }
+        }
+        for &(pt, c) in &jingle::DEFAULT_OFFER_CODECS {
+            if !codecs.iter().any(|(_, have)| *have == c) {
+                codecs.push((pt, c));
+            }
+        }
+        let ssrc: u32 = rand::random();
+        let cname = format!("xsg-{:08x}", rand::random::<u32>());
+        let description =
+            jingle::offer_description(&codecs, Some(jingle::DEFAULT_TELEPHONE_EVENT), ssrc, &cname);
+        self.calls.insert(
+            key,
+            Call {
+                sid,
+                dir: Direction::FromSip {
+                    callee: callee.clone(),
+                    proposing: true,
+                    propose_id,
+                },
+                peer: callee,
+                us,
+                bridge,
+                local,
+                offer: description,
+                content_name: "audio".into(),
+                content_creator: Party::Initiator,
+                webrtc_codecs,
+                sip_codecs: Some(sip_remote.codecs),
+                sip: Some(id),
+                sip_offer: offer,
+                session: SessionVersion {
+                    id: rand::random::<u32>().into(),
+                    version: 1,
+                },
+                ringing_sent: false,
+                accepted: false,
+                started: Instant::now(),
+                outcome: None,
+            },
+        );
+    }
+
+    /// A device of the callee proceeded: send it our session-initiate.
+    fn initiate(&mut self, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let mut init = Jingle::new(Action::SessionInitiate, call.sid.clone());
+        init.initiator = Some(call.us.clone());
+        init.contents = vec![jingle::Content {
+            creator: Party::Initiator,
+            name: call.content_name.clone(),
+            senders: jingle::Senders::Both,
+            description: Some(call.offer.clone()),
+            transport: Some(jingle::transport_from_local(&call.local.webrtc)),
+        }];
+        init.group_bundle = Some(vec![call.content_name.clone()]);
+        let (us, peer) = (call.us.clone(), call.peer.clone());
+        let id = self.iq_id();
+        debug!(%peer, "session-initiate to the device that proceeded");
+        self.send(init.to_iq(NS_CLIENT, &id, &us, &peer));
+    }
+
+    /// The XMPP callee accepted: start the WebRTC leg, answer the SIP caller with 200.
+    async fn on_session_accept(&mut self, key: CallKey, j: Jingle) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let content = j
+            .contents
+            .iter()
+            .find(|c| c.name == call.content_name)
+            .or_else(|| j.contents.first());
+        let parts = content.and_then(|c| Some((c.description.as_ref()?, c.transport.as_ref()?)));
+        let Some((desc, transport)) = parts else {
+            self.fail_accept(
+                key,
+                "the session-accept has no audio description and transport",
+            )
+            .await;
+            return;
+        };
+        // Only what we offered counts: the answer uses our payload type numbers.
+        let mut webrtc_codecs = jingle::leg_codecs(desc);
+        webrtc_codecs
+            .audio
+            .retain(|f| call.offer.payload_types.iter().any(|p| p.id == f.pt));
+        if webrtc_codecs.audio.is_empty() {
+            self.fail_accept(key, "the session-accept chose no codec we offered")
+                .await;
+            return;
+        }
+        let remote = match jingle::remote_description(transport) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail_accept(key, &e.to_string()).await;
+                return;
+            }
+        };
+        if let Err(e) = call
+            .bridge
+            .set_webrtc_remote(remote, webrtc_codecs.clone())
+            .await
+        {
+            self.fail_accept(key, &e.to_string()).await;
+            return;
+        }
+        // The SIP answer: the codec the client chose first, if the caller has it
+        // (passthrough), else the caller's order (transcoding).
+        let prefer: Vec<_> = webrtc_codecs.audio.iter().map(|f| f.codec).collect();
+        call.webrtc_codecs = webrtc_codecs;
+        let answer = async {
+            let remote =
+                sdp_media::sip_remote_from_offer(&call.sip_offer, &call.local.sip, &prefer)
+                    .map_err(|e| e.to_string())?;
+            let crypto = call
+                .bridge
+                .set_sip_remote(remote.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            call.sip_codecs = Some(remote.codecs.clone());
+            sdp_media::build_answer(
+                &call.sip_offer,
+                &call.local.sip,
+                &remote,
+                crypto.as_ref(),
+                call.session,
+            )
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.fail_accept(key, &e).await;
+                return;
+            }
+        };
+        call.accepted = true;
+        let elapsed = call.started.elapsed();
+        let Some(id) = call.sip else { return };
+        self.sip_command(CallCommand::Answer {
+            id,
+            sdp: answer.to_string().into_bytes(),
+        })
+        .await;
+        self.count_answered(elapsed);
+        info!(
+            setup_ms = elapsed.as_millis() as u64,
+            "call SIP → XMPP answered: 200 OK sent"
+        );
+    }
+
+    /// The callee's session-accept cannot be used: end both sides.
+    async fn fail_accept(&mut self, key: CallKey, why: &str) {
+        warn!(%why, "unusable session-accept");
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.outcome = Some(Outcome::Failed);
+        }
+        self.end(
+            key,
+            Some(Reason::new(ReasonCondition::FailedApplication).with_text(why.to_string())),
+            Some(SipEnd::code(488).phrase(format!("Not Acceptable Here ({why})"))),
+        )
+        .await;
+    }
+
+    /// Nobody answered within `calls.ring_timeout`.
+    async fn on_ring_timeout(&mut self, key: CallKey) {
+        if self.calls.get(&key).is_none_or(|c| c.accepted) {
+            return;
+        }
+        info!("no answer within calls.ring_timeout; the caller gets 480");
+        self.end(
+            key,
+            Some(Reason::new(ReasonCondition::Timeout).with_text("no answer")),
+            Some(SipEnd::code(480).phrase("Temporarily Unavailable (no answer)")),
+        )
+        .await;
+    }
+
+    fn count_answered(&mut self, setup: Duration) {
+        let ms = setup.as_millis() as u64;
+        self.stats.count(Outcome::Answered);
+        self.stats.setup_ms_sum += ms;
+        self.stats.setup_count += 1;
+        self.stats.setup_ms_last = Some(ms);
+    }
+
+    // ------------------------------------------------------------------ SIP side
     async fn on_sip(&mut self, ev: UaEvent) {
         match ev {
-            UaEvent::Incoming { id, from, to, .. } => {
-                // SIP → XMPP calls (JMI propose, session-initiate) are the next step.
-                info!(%from, %to, "incoming SIP call refused: calls to XMPP users are not bridged yet");
-                self.sip_command(CallCommand::Reject {
-                    id,
-                    code: 480,
-                    phrase: Some(
-                        "Temporarily Unavailable (calls to XMPP users are not bridged yet)".into(),
-                    ),
-                })
-                .await;
+            UaEvent::Incoming {
+                id,
+                from,
+                from_display,
+                to,
+                request_uri,
+                sdp,
+                ..
+            } => {
+                self.on_incoming(id, from, from_display, to, request_uri, sdp)
+                    .await
             }
             UaEvent::Progress { id, code, sdp } => {
                 let Some(key) = self.by_sip.get(&id).copied() else {
@@ -513,13 +1159,18 @@ impl CallManager {
                     return;
                 };
                 if !self.apply_sip_answer(key, &sdp).await {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.outcome = Some(Outcome::Failed);
+                    }
                     self.end(
                         key,
                         Some(
                             Reason::new(ReasonCondition::FailedApplication)
                                 .with_text("488 the SIP side's answer is unusable"),
                         ),
-                        Some((488, Some("SIP;cause=488;text=\"unusable SDP answer\""))),
+                        Some(
+                            SipEnd::code(488).reason("SIP;cause=488;text=\"unusable SDP answer\""),
+                        ),
                     )
                     .await;
                     return;
@@ -629,7 +1280,7 @@ impl CallManager {
         if let Some(c) = self.calls.get_mut(&key) {
             c.accepted = true;
         }
-        self.stats.answered += 1;
+        self.count_answered(elapsed);
         info!(
             setup_ms = elapsed.as_millis() as u64,
             "call answered: session-accept sent"
@@ -695,10 +1346,13 @@ impl CallManager {
                     ReasonCondition::ConnectivityError
                 };
                 let sip_reason = format!("SIP;cause=503;text=\"{}\"", reason.replace('"', "'"));
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.outcome = Some(Outcome::Failed);
+                }
                 self.end(
                     key,
                     Some(Reason::new(cond).with_text(reason)),
-                    Some((503, Some(&sip_reason))),
+                    Some(SipEnd::code(503).reason(sip_reason)),
                 )
                 .await;
             }
@@ -709,42 +1363,69 @@ impl CallManager {
 
     // ------------------------------------------------------------------ ending
 
-    /// Ends a call on both sides: session-terminate with `jingle` (if the session is still
-    /// ours to end) and the SIP leg with `(code, Reason header)`; frees the media.
-    async fn end(
-        &mut self,
-        key: CallKey,
-        jingle: Option<Reason>,
-        sip: Option<(u16, Option<&str>)>,
-    ) {
+    /// Ends a call on both sides and frees its media. `jingle`: the reason to tell the XMPP
+    /// party (a `<retract/>` while we are still proposing, else `session-terminate`); `None`
+    /// when they ended it. `sip`: how to end the SIP leg; `None` when the SIP side ended it.
+    async fn end(&mut self, key: CallKey, jingle: Option<Reason>, sip: Option<SipEnd>) {
         let Some(call) = self.calls.remove(&key) else {
             return;
         };
         self.by_sid.remove(&(call.peer.clone(), call.sid.clone()));
-        if let Some(r) = jingle {
-            if r.condition != ReasonCondition::Success && !call.accepted {
-                self.stats.failed += 1;
-            }
-            let mut t = Jingle::new(Action::SessionTerminate, call.sid.clone());
-            t.reason = Some(r);
-            let id = self.iq_id();
-            self.send(t.to_iq(NS_CLIENT, &id, &call.us, &call.peer));
-        }
-        if let (Some(id), Some((code, reason))) = (call.sip, sip) {
+        self.by_jmi.remove(&call.sid);
+        if let Some(id) = call.sip {
             self.by_sip.remove(&id);
-            self.sip_command(CallCommand::Hangup {
-                id,
-                code,
-                reason: reason.map(str::to_string),
-            })
-            .await;
+        }
+        if !call.accepted {
+            let outcome = call.outcome.unwrap_or_else(|| {
+                let cond = jingle.as_ref().map(|r| r.condition).unwrap_or_else(|| {
+                    sip.as_ref()
+                        .map(|s| jingle::sip_status_to_reason(s.code))
+                        .unwrap_or(ReasonCondition::Cancel)
+                });
+                Outcome::of_unanswered(&cond)
+            });
+            self.stats.count(outcome);
+        }
+        match (jingle, &call.dir) {
+            (
+                Some(r),
+                Direction::FromSip {
+                    callee,
+                    proposing: true,
+                    ..
+                },
+            ) => {
+                let retract = JmiMessage {
+                    kind: JmiKind::Retract { reason: Some(r) },
+                    id: call.sid.clone(),
+                };
+                self.send(Self::jmi_message(&call.us, callee, None, retract));
+            }
+            (Some(r), _) => {
+                let mut t = Jingle::new(Action::SessionTerminate, call.sid.clone());
+                t.reason = Some(r);
+                let id = self.iq_id();
+                self.send(t.to_iq(NS_CLIENT, &id, &call.us, &call.peer));
+            }
+            (None, _) => {}
+        }
+        if let (Some(id), Some(end)) = (call.sip, sip) {
+            let cmd = if call.inbound() && !call.accepted {
+                CallCommand::Reject {
+                    id,
+                    code: end.code,
+                    phrase: end.phrase,
+                }
+            } else {
+                CallCommand::Hangup {
+                    id,
+                    code: end.code,
+                    reason: end.reason,
+                }
+            };
+            self.sip_command(cmd).await;
         }
         info!(sid = %call.sid, secs = call.started.elapsed().as_secs(), "call ended");
         call.bridge.close().await;
-    }
-
-    /// The XMPP side ended the session: end the SIP leg only.
-    async fn end_sip_only(&mut self, key: CallKey, code: u16, reason: Option<String>) {
-        self.end(key, None, Some((code, reason.as_deref()))).await;
     }
 }

@@ -124,6 +124,39 @@ pub fn contact_to_sip_uri(localpart: &str, separator: char, sip_domain: &str) ->
     Some(format!("sip:{enc}@{host}"))
 }
 
+/// The user part of a SIP or SIPS URI (`sip:juliet*example.com@gw.example.net;transport=udp`
+/// → `juliet*example.com`), still percent-encoded; `None` without one.
+pub fn sip_uri_user(uri: &str) -> Option<&str> {
+    let uri = uri.trim().trim_start_matches('<');
+    let lower = uri.get(..5).unwrap_or("").to_ascii_lowercase();
+    let rest = if lower.starts_with("sips:") {
+        &uri[5..]
+    } else if lower.starts_with("sip:") {
+        &uri[4..]
+    } else {
+        return None;
+    };
+    let (user, _) = rest.split_once('@')?;
+    // Userinfo may carry a password (`user:pw@`, RFC 3261 §19.1.1; never used, but legal).
+    let user = user.split(':').next().unwrap_or("");
+    (!user.is_empty()).then_some(user)
+}
+
+/// The XMPP user a SIP user part names (RFC 7247 §6, Kamailio `xmpp` module style):
+/// `juliet*example.com` (percent-decoded first) → `juliet@example.com`, the localpart
+/// XEP-0106-escaped where a JID needs it, the domain lowercased. The last `separator` splits,
+/// since a domain cannot hold it. `None` when the user part does not name an XMPP user.
+pub fn sip_user_to_jid(user: &str, separator: char) -> Option<String> {
+    let user = percent_decode(user)?;
+    let (local, domain) = user.rsplit_once(separator)?;
+    let domain = domain.to_ascii_lowercase();
+    if local.is_empty() || !valid_host(&domain) || domain.contains(':') {
+        return None;
+    }
+    let local = escape_localpart(local);
+    (local.len() <= MAX_LOCALPART).then(|| format!("{local}@{domain}"))
+}
+
 /// XEP-0106 §4.3: undoes [`escape_localpart`] (`\20` → space and so on); unknown escapes stay.
 pub fn unescape_localpart(s: &str) -> String {
     const ESCAPES: [(&str, char); 10] = [
@@ -363,5 +396,34 @@ mod tests {
         // multi-byte input must not panic on slicing
         assert!(m().prompt_to_jid("ü%").is_err());
         assert!(m().prompt_to_jid("%ü@h.example").is_err());
+    }
+
+    #[test]
+    fn sip_users_map_to_xmpp_users() {
+        assert_eq!(
+            sip_uri_user("sip:juliet*example.com@gw.example.net;transport=udp"),
+            Some("juliet*example.com")
+        );
+        assert_eq!(sip_uri_user("SIPS:a:pw@h"), Some("a"));
+        assert_eq!(sip_uri_user("sip:gw.example.net"), None);
+        assert_eq!(sip_uri_user("tel:+1555"), None);
+        assert_eq!(
+            sip_user_to_jid("juliet*Example.COM", '*').as_deref(),
+            Some("juliet@example.com")
+        );
+        // Percent-decoded on the SIP side, XEP-0106-escaped on the XMPP side (RFC 7247 §6).
+        assert_eq!(
+            sip_user_to_jid("d%27artagnan*example.com", '*').as_deref(),
+            Some("d\\27artagnan@example.com")
+        );
+        assert_eq!(
+            sip_user_to_jid("a*b*example.com", '*').as_deref(),
+            Some("a*b@example.com")
+        );
+        assert_eq!(sip_user_to_jid("juliet", '*'), None);
+        assert_eq!(sip_user_to_jid("*example.com", '*'), None);
+        assert_eq!(sip_user_to_jid("juliet*", '*'), None);
+        assert_eq!(sip_user_to_jid("juliet*exa mple.com", '*'), None);
+        assert_eq!(sip_user_to_jid("bad%zz*example.com", '*'), None);
     }
 }

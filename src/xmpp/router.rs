@@ -17,7 +17,7 @@ use super::stanza::{
 
 /// Human-readable name in disco identities and the version reply.
 pub const PRODUCT_NAME: &str = "xmpp-sip-gateway";
-const IDENTITY_NAME: &str = "SIP gateway";
+pub const IDENTITY_NAME: &str = "SIP gateway";
 /// The resource of a contact's presence and of its side of Jingle sessions.
 pub const CONTACT_RESOURCE: &str = "gw";
 
