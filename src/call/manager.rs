@@ -104,6 +104,13 @@ struct Call {
     sip: Option<RequestId>,
     /// The SIP leg's offer: ours (XMPP → SIP) or the caller's (SIP → XMPP).
     sip_offer: SessionDescription,
+    /// The last SDP we sent on the SIP leg (offer or answer): a re-INVITE starts from it.
+    sip_local: Option<SessionDescription>,
+    /// Our re-INVITE offer waiting for its answer, and whether it puts the call on hold.
+    reoffer: Option<(SessionDescription, bool)>,
+    /// Hold wanted by the XMPP party; `on_hold` is what the SIP side last agreed to.
+    want_hold: bool,
+    on_hold: bool,
     session: SessionVersion,
     ringing_sent: bool,
     accepted: bool,
@@ -602,13 +609,24 @@ impl CallManager {
                     }
                 }
             }
-            (Action::SessionInfo, Some(_)) => match parsed.info {
+            (Action::SessionInfo, Some(key)) => match parsed.info {
                 Some(SessionInfo::Unsupported { .. }) => self.send(jingle::jingle_error_reply(
                     &iq,
                     JingleErrorCondition::UnsupportedInfo,
                 )),
+                Some(info @ (SessionInfo::Hold | SessionInfo::Unhold | SessionInfo::Active)) => {
+                    self.send(reply(&iq, "result"));
+                    self.set_hold(key, info == SessionInfo::Hold).await;
+                }
                 _ => self.send(reply(&iq, "result")),
             },
+            (Action::ContentModify, Some(key)) => {
+                // XEP-0166 §7.2.5: senders changed; anything but both ways is a hold.
+                self.send(reply(&iq, "result"));
+                if let Some(c) = parsed.contents.first() {
+                    self.set_hold(key, c.senders != jingle::Senders::Both).await;
+                }
+            }
             // content-modify (hold from the XMPP side) and Jitsi source-add/remove: accepted;
             // they change nothing on the SIP side yet.
             (_, Some(_)) => self.send(reply(&iq, "result")),
@@ -773,12 +791,16 @@ impl CallManager {
                 webrtc_codecs,
                 sip_codecs: None,
                 sip: Some(sip_id),
-                sip_offer,
+                sip_offer: sip_offer.clone(),
                 session,
                 ringing_sent: false,
                 accepted: false,
                 started: Instant::now(),
                 outcome: None,
+                sip_local: Some(sip_offer),
+                reoffer: None,
+                want_hold: false,
+                on_hold: false,
             },
         );
     }
@@ -968,6 +990,10 @@ impl CallManager {
                 accepted: false,
                 started: Instant::now(),
                 outcome: None,
+                sip_local: None,
+                reoffer: None,
+                want_hold: false,
+                on_hold: false,
             },
         );
     }
@@ -1069,6 +1095,7 @@ impl CallManager {
             }
         };
         call.accepted = true;
+        call.sip_local = Some(answer.clone());
         let elapsed = call.started.elapsed();
         let Some(id) = call.sip else { return };
         self.sip_command(CallCommand::Answer {
@@ -1204,6 +1231,12 @@ impl CallManager {
                 }
                 self.end(key, Some(jreason), None).await;
             }
+            UaEvent::ReinviteAnswered { id, code, sdp } => {
+                let Some(key) = self.by_sip.get(&id).copied() else {
+                    return;
+                };
+                self.on_reinvite_answered(key, code, &sdp).await;
+            }
             UaEvent::Registration(_) | UaEvent::Completed { .. } => {}
         }
     }
@@ -1287,6 +1320,84 @@ impl CallManager {
         );
     }
 
+    /// The XMPP party put the call on hold (or resumed it): tell the SIP side with a
+    /// re-INVITE (`sendonly` / `sendrecv`, RFC 3264 §8.4), one at a time.
+    async fn set_hold(&mut self, key: CallKey, hold: bool) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.want_hold = hold;
+        self.sync_hold(key).await;
+    }
+
+    async fn sync_hold(&mut self, key: CallKey) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if !call.accepted || call.reoffer.is_some() || call.want_hold == call.on_hold {
+            return;
+        }
+        let (Some(id), Some(last)) = (call.sip, call.sip_local.as_ref()) else {
+            return;
+        };
+        let dir = if call.want_hold {
+            crate::sip::sdp::Direction::SendOnly
+        } else {
+            crate::sip::sdp::Direction::SendRecv
+        };
+        let offer = sdp_media::reoffer_with_direction(last, dir);
+        call.reoffer = Some((offer.clone(), call.want_hold));
+        info!(hold = call.want_hold, "re-INVITE to the SIP side");
+        self.sip_command(CallCommand::Reinvite {
+            id,
+            sdp: offer.to_string().into_bytes(),
+        })
+        .await;
+    }
+
+    /// The SIP side's answer to our re-INVITE.
+    async fn on_reinvite_answered(&mut self, key: CallKey, code: u16, sdp: &[u8]) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some((offer, hold)) = call.reoffer.take() else {
+            return;
+        };
+        if code == 481 || code == 408 {
+            // RFC 3261 §14.1: the dialog is gone.
+            warn!(
+                code,
+                "re-INVITE says the SIP dialog is gone; ending the call"
+            );
+            self.end(
+                key,
+                Some(sip_reason(code, "")),
+                Some(SipEnd::code(code).reason(format!("SIP;cause={code}"))),
+            )
+            .await;
+            return;
+        }
+        if !(200..300).contains(&code) {
+            // The session stays as it was (RFC 3261 §14.1); a later hold/resume tries again.
+            warn!(code, hold, "the SIP side refused our re-INVITE");
+            return;
+        }
+        let applied = SessionDescription::parse(sdp)
+            .map_err(|e| e.to_string())
+            .and_then(|a| sdp_media::sip_remote_from_answer(&a, &offer).map_err(|e| e.to_string()));
+        match applied {
+            Ok(remote) => {
+                if let Err(e) = call.bridge.set_sip_remote(remote).await {
+                    warn!("bridge refused the re-INVITE answer: {e}");
+                }
+                call.on_hold = hold;
+                call.sip_local = Some(offer);
+            }
+            Err(e) => warn!("unusable answer to our re-INVITE: {e}"),
+        }
+        self.sync_hold(key).await;
+    }
+
     /// A SIP re-INVITE (hold, new address): update the bridge, answer in kind.
     async fn on_reoffer(&mut self, key: CallKey, id: RequestId, sdp: &[u8]) {
         let Some(call) = self.calls.get_mut(&key) else {
@@ -1318,6 +1429,7 @@ impl CallManager {
                     session,
                 ) {
                     Ok(a) => {
+                        call.sip_local = Some(a.clone());
                         self.sip_command(CallCommand::AnswerReinvite {
                             id,
                             sdp: a.to_string().into_bytes(),

@@ -128,6 +128,11 @@ fn required<'a>(
     header_value(headers, pick).ok_or(DialogError::Missing(name))
 }
 
+/// The CSeq number of a message's headers.
+pub fn cseq_of(headers: &rsip::Headers) -> Option<u32> {
+    cseq_number(headers)
+}
+
 fn cseq_number(headers: &rsip::Headers) -> Option<u32> {
     headers.iter().find_map(|h| match h {
         Header::CSeq(c) => c

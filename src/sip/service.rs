@@ -25,7 +25,7 @@ use crate::config::{SipConfig, SipTransport};
 use crate::metrics::Metrics;
 use crate::xmpp::router::PRODUCT_NAME;
 
-/// How long shutdown waits for the un-REGISTER to be answered.
+/// How long shutdown waits for the un-REGISTER and the calls' last BYE/CANCEL to be answered.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(3);
 
 /// What the rest of the program can see of the SIP side.
@@ -122,6 +122,11 @@ pub enum CallCommand {
         reason: Option<String>,
     },
     AnswerReinvite {
+        id: RequestId,
+        sdp: Vec<u8>,
+    },
+    /// Our own re-INVITE (hold, resume); answered by [`UaEvent::ReinviteAnswered`].
+    Reinvite {
         id: RequestId,
         sdp: Vec<u8>,
     },
@@ -352,7 +357,7 @@ pub async fn start(
                 call_events.as_ref(),
             );
             if let Some(deadline) = stopping
-                && (ua.is_idle() || Instant::now() >= deadline)
+                && ((ua.is_idle() && ua.active_calls() == 0) || Instant::now() >= deadline)
             {
                 break;
             }
@@ -397,6 +402,7 @@ pub async fn start(
                         CallCommand::Reject { id, code, phrase } => ua.reject(id, code, phrase.as_deref(), now),
                         CallCommand::Hangup { id, code, reason } => ua.hangup(id, code, reason.as_deref(), now),
                         CallCommand::AnswerReinvite { id, sdp } => ua.answer_reinvite(id, sdp, now),
+                        CallCommand::Reinvite { id, sdp } => ua.reinvite(id, sdp, now),
                     };
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "call command not carried out");

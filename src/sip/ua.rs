@@ -104,6 +104,14 @@ pub enum UaEvent {
         id: RequestId,
         sdp: Vec<u8>,
     },
+    /// The final answer to our re-INVITE ([`UserAgent::reinvite`]): 2xx with the SDP answer
+    /// (already ACKed), or the failure (RFC 3261 §14.1: the session stays as it was; 481 and
+    /// 408 mean the dialog is gone and the call layer should hang up).
+    ReinviteAnswered {
+        id: RequestId,
+        code: u16,
+        sdp: Vec<u8>,
+    },
     /// A call ended: the INVITE's final code (487 when the caller cancelled ours, or when we
     /// cancelled) and, if it was answered, the BYE's (`bye_by_peer` when the far end hung up
     /// first).
@@ -133,6 +141,8 @@ enum Purpose {
     Bye(RequestId),
     /// The CANCEL of our INVITE (its outcome is the INVITE's 487).
     Cancel(RequestId),
+    /// A re-INVITE we sent in an established call (hold, resume).
+    Reinvite(RequestId),
 }
 
 /// An INVITE we received and have not answered finally yet.
@@ -154,6 +164,8 @@ struct ProbeCall {
     hold: Option<Duration>,
     /// The INVITE we received, until we answer it finally.
     uas: Option<UasInvite>,
+    /// True while our own re-INVITE waits for its final response.
+    reinvite_out: bool,
     /// A re-INVITE waiting for the call layer's answer.
     pending_reinvite: Option<(TransactionKey, Request)>,
     /// A 1xx arrived for our INVITE (CANCEL may be sent from then on, RFC 3261 §9.1).
@@ -267,6 +279,12 @@ impl UserAgent {
             r.unregister(now);
         }
         self.pump(now);
+    }
+
+    /// Calls (dialogs and INVITEs, ours or theirs) not yet over: a BYE or CANCEL still
+    /// waiting for its answer counts, so shutdown can let them finish.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
     }
 
     /// True when no REGISTER is in flight (used to wait for the un-REGISTER on shutdown).
@@ -735,6 +753,7 @@ impl UserAgent {
                 bye_due: None,
                 bye_sent: false,
                 reinvites: Reinvites::default(),
+                reinvite_out: false,
                 uas_2xx: None,
                 sdp: Vec::new(),
                 bye_reason: None,
@@ -957,6 +976,11 @@ impl UserAgent {
                     }
                     Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
                     Some(Purpose::Cancel(_)) => {}
+                    Some(Purpose::Reinvite(id)) => {
+                        self.on_reinvite_response(id, &resp);
+                        // Like the initial INVITE: 2xx retransmissions are ACKed again.
+                        return;
+                    }
                 }
                 // Only the first final response matters to a non-INVITE purpose.
                 self.purposes.remove(&key);
@@ -1183,6 +1207,7 @@ impl UserAgent {
                 bye_due: None,
                 bye_sent: false,
                 reinvites: Reinvites::default(),
+                reinvite_out: false,
                 uas_2xx: None,
                 sdp: req.body.clone(),
                 bye_reason: None,
@@ -1405,6 +1430,82 @@ impl UserAgent {
         self.uas_respond(id, code, None, now)
     }
 
+    /// Sends a re-INVITE with `sdp` in call `id`'s dialog (RFC 3261 §14.1; hold and resume).
+    /// Its answer comes as [`UaEvent::ReinviteAnswered`]. One at a time.
+    pub fn reinvite(&mut self, id: RequestId, sdp: Vec<u8>, now: Instant) -> Result<(), UaError> {
+        let contact = self.s.contact.clone();
+        let user_agent = self.s.user_agent.clone();
+        let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
+        if call.reinvite_out || call.pending_reinvite.is_some() {
+            return Err(UaError::WrongState("a re-INVITE is already in progress"));
+        }
+        if call.bye_sent {
+            return Err(UaError::WrongState("the call is ending"));
+        }
+        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            return Err(UaError::WrongState("no established dialog"));
+        };
+        let mut req = dialog
+            .request(Method::Invite, None, &user_agent)
+            .map_err(|_| UaError::WrongState("cannot build a request in this dialog"))?;
+        req.headers
+            .push(rsip::headers::Contact::new(format!("<{contact}>")).into());
+        req.headers
+            .push(rsip::headers::ContentType::new("application/sdp").into());
+        let (h, b) = (&mut req.headers, &mut req.body);
+        message::set_body(h, b, sdp);
+        call.reinvite_out = true;
+        if let Err(e) = self.send_client(req, hop, Purpose::Reinvite(id), now) {
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.reinvite_out = false;
+            }
+            warn!(error = %e, "cannot send re-INVITE");
+            return Err(UaError::WrongState("cannot send the re-INVITE"));
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// A final response to our re-INVITE: ACK a 2xx (each retransmission too), report once.
+    fn on_reinvite_response(&mut self, id: RequestId, resp: &Response) {
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if (200..300).contains(&code) {
+            let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+                return;
+            };
+            if let Some(n) = super::dialog::cseq_of(&resp.headers) {
+                dialog.invite_cseq = n;
+            }
+            if let Ok(mut ack) = dialog.ack(&self.s.user_agent) {
+                let mut headers = rsip::Headers::default();
+                headers.push(self.via(hop.proto));
+                for h in ack.headers.iter() {
+                    headers.push(h.clone());
+                }
+                ack.headers = headers;
+                self.out.push_back(UaOutput::Send {
+                    to: hop,
+                    bytes: message::to_bytes(&ack.into()),
+                });
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.reinvite_out {
+            call.reinvite_out = false;
+            self.out
+                .push_back(UaOutput::Event(UaEvent::ReinviteAnswered {
+                    id,
+                    code,
+                    sdp: resp.body.clone(),
+                }));
+        }
+    }
+
     /// Answers a pending re-INVITE ([`UaEvent::Reoffer`]) with our SDP.
     pub fn answer_reinvite(
         &mut self,
@@ -1618,6 +1719,17 @@ impl UserAgent {
             Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
             // The INVITE's own transaction reports the outcome (487 or its timeout).
             Some(Purpose::Cancel(_)) => {}
+            Some(Purpose::Reinvite(id)) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.reinvite_out = false;
+                }
+                self.out
+                    .push_back(UaOutput::Event(UaEvent::ReinviteAnswered {
+                        id,
+                        code,
+                        sdp: Vec::new(),
+                    }));
+            }
             Some(Purpose::Request(id)) => {
                 self.outgoing.remove(&id);
                 self.out.push_back(UaOutput::Event(UaEvent::Completed {
@@ -2260,6 +2372,87 @@ mod tests {
             matches!(&events[..], [UaEvent::CallEnded { id: i, bye_by_peer: true, .. }] if *i == id),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn our_reinvite_is_sent_in_the_dialog_acked_and_reported() {
+        let mut u = accepting_ua();
+        let now = Instant::now();
+        u.on_inbound(incoming_invite("rei").as_bytes(), phone(), now);
+        let (_, events) = drain(&mut u);
+        let [UaEvent::Incoming { id, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        let id = *id;
+        // No dialog yet: nothing to re-INVITE.
+        assert!(u.reinvite(id, vec![], now).is_err());
+        u.answer(id, OFFER.as_bytes().to_vec(), now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let ok = sent
+            .iter()
+            .find(|m| m.starts_with("SIP/2.0 200"))
+            .expect("200");
+        let to = header(ok, "To").to_string();
+        let ack = format!(
+            "ACK sip:gateway@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack2\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: {to}\r\nCall-ID: rei@h\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        u.on_inbound(ack.as_bytes(), phone(), now);
+        drain(&mut u);
+
+        let hold = OFFER.replace("sendrecv", "sendonly");
+        u.reinvite(id, hold.clone().into_bytes(), now).unwrap();
+        assert!(
+            u.reinvite(id, vec![], now).is_err(),
+            "one re-INVITE at a time"
+        );
+        let (sent, _) = drain(&mut u);
+        let invite = sent
+            .iter()
+            .find(|m| m.starts_with("INVITE sip:bob@127.0.0.1:5080 SIP/2.0"))
+            .unwrap_or_else(|| panic!("re-INVITE to the phone's Contact: {sent:?}"));
+        assert_eq!(header(invite, "Call-ID"), "rei@h");
+        assert_eq!(header(invite, "CSeq"), "1 INVITE");
+        assert!(header(invite, "From").contains("tag="), "{invite}");
+        assert!(header(invite, "To").contains("tag=b1"), "{invite}");
+        assert!(invite.ends_with(&hold), "{invite}");
+        let answer = OFFER.replace("sendrecv", "recvonly");
+        let resp = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: rei@h\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            header(invite, "Via"),
+            header(invite, "From"),
+            header(invite, "To"),
+            answer.len()
+        );
+        u.on_inbound(resp.as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut u);
+        let ack = sent
+            .iter()
+            .find(|m| m.starts_with("ACK "))
+            .unwrap_or_else(|| panic!("2xx ACKed: {sent:?}"));
+        assert_eq!(header(ack, "CSeq"), "1 ACK");
+        match &events[..] {
+            [
+                UaEvent::ReinviteAnswered {
+                    id: i,
+                    code: 200,
+                    sdp,
+                },
+            ] => {
+                assert_eq!(*i, id);
+                assert_eq!(sdp, answer.as_bytes());
+            }
+            other => panic!("{other:?}"),
+        }
+        // A retransmitted 200 is ACKed again and not reported twice.
+        u.on_inbound(resp.as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(sent.iter().any(|m| m.starts_with("ACK ")), "{sent:?}");
+        assert!(events.is_empty(), "{events:?}");
+        // The next in-dialog request takes the next CSeq.
+        u.hangup(id, 480, None, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let bye = sent.iter().find(|m| m.starts_with("BYE ")).expect("BYE");
+        assert_eq!(header(bye, "CSeq"), "2 BYE");
     }
 
     #[test]

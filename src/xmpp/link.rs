@@ -216,7 +216,8 @@ pub struct Link {
 }
 
 /// Is this stanza for the call layer? Jingle IQ sets, replies to its IQs (ids it prefixes
-/// with [`CALL_IQ_PREFIX`]), and messages carrying XEP-0353 JMI.
+/// with [`CALL_IQ_PREFIX`]), messages carrying XEP-0353 JMI, and error bounces of the call
+/// layer's messages (its JMI proposes, whose ids carry the same prefix).
 pub fn is_call_signalling(el: &Element) -> bool {
     match el.name() {
         "iq" => match el.attr("type") {
@@ -226,10 +227,10 @@ pub fn is_call_signalling(el: &Element) -> bool {
                 .is_some_and(|id| id.starts_with(CALL_IQ_PREFIX)),
             _ => false,
         },
-        "message" => {
-            el.attr("type") != Some("error")
-                && el.children().any(|c| c.ns() == "urn:xmpp:jingle-message:0")
-        }
+        "message" if el.attr("type") == Some("error") => el
+            .attr("id")
+            .is_some_and(|id| id.starts_with(CALL_IQ_PREFIX)),
+        "message" => el.children().any(|c| c.ns() == "urn:xmpp:jingle-message:0"),
         _ => false,
     }
 }
@@ -585,5 +586,41 @@ mod tests {
         assert_eq!(handle.send(el()), Err(SendError::QueueFull(2)));
         assert_eq!(handle.queue_depth(), 2);
         assert_eq!(metrics.queue_overflows.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn call_signalling_goes_to_the_call_layer() {
+        let parse = |x: &str| -> Element { x.parse().unwrap() };
+        let ns = "xmlns='jabber:component:accept'";
+        let yes = [
+            format!(
+                "<iq {ns} type='set' id='1'><jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s'/></iq>"
+            ),
+            format!("<iq {ns} type='result' id='xsg-call-7'/>"),
+            format!("<iq {ns} type='error' id='xsg-call-7'/>"),
+            format!(
+                "<message {ns} type='chat'><proceed xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
+            ),
+            format!(
+                "<message {ns} type='error' id='xsg-call-p-s'><error type='cancel'/></message>"
+            ),
+        ];
+        let no = [
+            format!(
+                "<iq {ns} type='get' id='1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            ),
+            format!("<iq {ns} type='result' id='other'/>"),
+            format!("<message {ns} type='chat'><body>hi</body></message>"),
+            format!(
+                "<message {ns} type='error' id='other'><proceed xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
+            ),
+            format!("<presence {ns}/>"),
+        ];
+        for x in &yes {
+            assert!(is_call_signalling(&parse(x)), "{x}");
+        }
+        for x in &no {
+            assert!(!is_call_signalling(&parse(x)), "{x}");
+        }
     }
 }
