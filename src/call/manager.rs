@@ -26,7 +26,8 @@ use tracing::{debug, info, warn};
 
 use super::sdp_media::{self, SessionVersion, SrtpPolicy};
 use crate::media::bridge::{
-    Bridge, BridgeEvent, BridgeLocal, LegCodecs, LegKind, MediaEngine, WebRtcRole, plan,
+    Bridge, BridgeEvent, BridgeLocal, Direction as LegDirection, LegCodecs, LegKind, MediaEngine,
+    WebRtcRole, plan,
 };
 use crate::sip::sdp::SessionDescription;
 use crate::sip::service::CallCommand;
@@ -111,6 +112,8 @@ struct Call {
     /// Hold wanted by the XMPP party; `on_hold` is what the SIP side last agreed to.
     want_hold: bool,
     on_hold: bool,
+    /// The SIP side holds us (its last offer left us receiving only, or nothing).
+    held_by_sip: bool,
     session: SessionVersion,
     ringing_sent: bool,
     accepted: bool,
@@ -801,6 +804,7 @@ impl CallManager {
                 reoffer: None,
                 want_hold: false,
                 on_hold: false,
+                held_by_sip: false,
             },
         );
     }
@@ -994,6 +998,7 @@ impl CallManager {
                 reoffer: None,
                 want_hold: false,
                 on_hold: false,
+                held_by_sip: false,
             },
         );
     }
@@ -1404,42 +1409,57 @@ impl CallManager {
             return;
         };
         let prefer: Vec<_> = call.webrtc_codecs.audio.iter().map(|f| f.codec).collect();
-        let answer = SessionDescription::parse(sdp)
-            .map_err(|e| e.to_string())
-            .and_then(|offer| {
-                let remote = sdp_media::sip_remote_from_offer(&offer, &call.local.sip, &prefer)
+        let session = SessionVersion {
+            version: call.session.version + 1,
+            ..call.session
+        };
+        let answer = async {
+            let offer = SessionDescription::parse(sdp).map_err(|e| e.to_string())?;
+            let remote = sdp_media::sip_remote_from_offer(&offer, &call.local.sip, &prefer)
+                .map_err(|e| e.to_string())?;
+            let crypto = call
+                .bridge
+                .set_sip_remote(remote.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let answer =
+                sdp_media::build_answer(&offer, &call.local.sip, &remote, crypto.as_ref(), session)
                     .map_err(|e| e.to_string())?;
-                call.session.version += 1;
-                Ok((offer, remote, call.session))
-            });
-        match answer {
-            Ok((offer, remote, session)) => {
-                let crypto = match call.bridge.set_sip_remote(remote.clone()).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!("re-INVITE refused by the bridge: {e}");
-                        return;
-                    }
-                };
-                match sdp_media::build_answer(
-                    &offer,
-                    &call.local.sip,
-                    &remote,
-                    crypto.as_ref(),
-                    session,
-                ) {
-                    Ok(a) => {
-                        call.sip_local = Some(a.clone());
-                        self.sip_command(CallCommand::AnswerReinvite {
-                            id,
-                            sdp: a.to_string().into_bytes(),
-                        })
-                        .await
-                    }
-                    Err(e) => warn!("cannot answer the re-INVITE: {e}"),
-                }
+            Ok::<_, String>((answer, remote.local_direction))
+        }
+        .await;
+        let (answer, ours) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("unusable re-INVITE, refused with 488: {e}");
+                self.sip_command(CallCommand::RejectReinvite { id, code: 488 })
+                    .await;
+                return;
             }
-            Err(e) => warn!("unusable re-INVITE: {e}"),
+        };
+        call.session = session;
+        call.sip_local = Some(answer.clone());
+        // The phone put us on hold (we may only receive, or nothing) or took us off it: tell
+        // the XMPP party (XEP-0167 §7.1), so its client shows it.
+        let held = matches!(ours, LegDirection::RecvOnly | LegDirection::Inactive);
+        let notify = (held != call.held_by_sip && call.accepted).then(|| {
+            call.held_by_sip = held;
+            let mut info = Jingle::new(Action::SessionInfo, call.sid.clone());
+            info.info = Some(if held {
+                SessionInfo::Hold
+            } else {
+                SessionInfo::Active
+            });
+            (info, call.us.clone(), call.peer.clone())
+        });
+        self.sip_command(CallCommand::AnswerReinvite {
+            id,
+            sdp: answer.to_string().into_bytes(),
+        })
+        .await;
+        if let Some((info, us, peer)) = notify {
+            let iq_id = self.iq_id();
+            self.send(info.to_iq(NS_CLIENT, &iq_id, &us, &peer));
         }
     }
 

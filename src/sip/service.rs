@@ -125,6 +125,11 @@ pub enum CallCommand {
         id: RequestId,
         sdp: Vec<u8>,
     },
+    /// Refuses the peer's pending re-INVITE with `code` (488: its offer is unusable).
+    RejectReinvite {
+        id: RequestId,
+        code: u16,
+    },
     /// Our own re-INVITE (hold, resume); answered by [`UaEvent::ReinviteAnswered`].
     Reinvite {
         id: RequestId,
@@ -403,6 +408,7 @@ pub async fn start(
                         CallCommand::Hangup { id, code, reason } => ua.hangup(id, code, reason.as_deref(), now),
                         CallCommand::AnswerReinvite { id, sdp } => ua.answer_reinvite(id, sdp, now),
                         CallCommand::Reinvite { id, sdp } => ua.reinvite(id, sdp, now),
+                        CallCommand::RejectReinvite { id, code } => ua.reject_reinvite(id, code, now),
                     };
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "call command not carried out");

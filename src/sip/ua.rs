@@ -1525,6 +1525,31 @@ impl UserAgent {
     }
 
     /// 200 to a re-INVITE with the call's current SDP, kept going until its ACK.
+    /// Refuses a pending re-INVITE (RFC 3261 §14.2: the session stays as it was), e.g. 488
+    /// when its offer cannot be used.
+    pub fn reject_reinvite(
+        &mut self,
+        id: RequestId,
+        code: u16,
+        now: Instant,
+    ) -> Result<(), UaError> {
+        if code < 300 {
+            return Err(UaError::WrongState("reject takes a 3xx-6xx code"));
+        }
+        let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
+        let (key, req) = call
+            .pending_reinvite
+            .take()
+            .ok_or(UaError::WrongState("no re-INVITE is waiting for an answer"))?;
+        let tag = call.dialog.as_ref().map(|d| d.id.local_tag.clone());
+        let resp = response_to(&req, code, Some(reason_phrase(code)), tag.as_deref());
+        if let Err(e) = self.table.send_response(&key, resp, now) {
+            debug!(error = %e, "cannot refuse the re-INVITE");
+        }
+        self.pump(now);
+        Ok(())
+    }
+
     fn answer_reinvite_with(
         &mut self,
         id: RequestId,

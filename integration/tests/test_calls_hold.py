@@ -1,0 +1,131 @@
+"""Hold from the XMPP side (PROTOCOLS.md §2.5, RFC 3264 §8.4): the Jingle caller sends
+session-info <hold/>; the gateway re-INVITEs the SIP phone with a=sendonly, the phone answers
+recvonly and stops sending; <active/> re-INVITEs with a=sendrecv and the phone's audio comes
+back. Real peers: Prosody, the aiortc Jingle client, Kamailio, baresip."""
+import asyncio
+import re
+import xml.etree.ElementTree as ET
+
+from harness import GATEWAY_JID
+from jingle_client import NS_JINGLE, NS_RTP_INFO, JingleClient, q
+from sip_harness import dominant_frequency
+
+CALLER = ("romeo", "romeopw")
+PHONE_HZ = 880
+BOB_CONTACT = f"bob*sip.test@{GATEWAY_JID}/gw"
+
+
+def sip_invites(log):
+    """The INVITE requests in a baresip -s trace, in order, as text blocks."""
+    blocks = re.split(r"(?m)^(?=(?:[A-Z]+ sips?:\S+ SIP/2\.0|SIP/2\.0 \d{3} .*)$)", log)
+    return [b for b in blocks if b.startswith("INVITE ")]
+
+
+async def session_info(jc, child):
+    jingle = ET.Element(q(NS_JINGLE, "jingle"), {"action": "session-info", "sid": jc.sid})
+    ET.SubElement(jingle, q(NS_RTP_INFO, child))
+    return await jc.send_jingle(jc.peer, jingle)
+
+
+async def frames_during(jc, seconds):
+    before = jc.aio.frames
+    await asyncio.sleep(seconds)
+    return jc.aio.frames - before
+
+
+def test_hold_and_resume_from_xmpp_reinvite_the_phone(prosody, kamailio, baresip_factory,
+                                                      sip_gateway_factory, tmp_path):
+    prosody.register(*CALLER)
+    bob = baresip_factory("bob", tone_hz=PHONE_HZ, sip_trace=True)
+    gw = sip_gateway_factory()
+
+    async def body():
+        jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
+                                tone_hz=440).start()
+        try:
+            reply = await jc.call(BOB_CONTACT)
+            assert reply["type"] == "result", reply
+            await jc.wait_for("session-accept", timeout=20)
+            await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+            await jc.aio.wait_frames(100, timeout=10)
+            talking = await frames_during(jc, 2.0)
+            print(f"frames from the phone in 2 s before hold: {talking}")
+            assert talking >= 75, talking
+
+            reply = await session_info(jc, "hold")
+            assert reply["type"] == "result", reply
+            await asyncio.sleep(1.0)            # the re-INVITE round trip
+            held = await frames_during(jc, 2.0)
+            invites = sip_invites(bob.log_text())
+            print(f"frames in 2 s on hold: {held}; INVITEs bob saw: {len(invites)}")
+            assert len(invites) == 2, bob.log_text()[-4000:]
+            assert "a=sendonly" in invites[1], invites[1]
+            assert held <= 5, f"the phone kept sending on hold: {held} frames in 2 s"
+
+            reply = await session_info(jc, "active")
+            assert reply["type"] == "result", reply
+            await asyncio.sleep(1.0)
+            resumed = await frames_during(jc, 2.0)
+            invites = sip_invites(bob.log_text())
+            print(f"frames in 2 s after resume: {resumed}; INVITEs bob saw: {len(invites)}")
+            assert len(invites) == 3, bob.log_text()[-4000:]
+            assert "a=sendrecv" in invites[2], invites[2]
+            assert resumed >= 75, resumed
+            heard = await asyncio.to_thread(dominant_frequency, jc.aio.record_path, 0.5, 2.0)
+            assert abs(heard - PHONE_HZ) <= 5, heard
+            await jc.hangup("success")
+            await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
+        except BaseException:
+            print(jc.exchange_text())
+            raise
+        finally:
+            await jc.close()
+        assert "re-INVITE to the SIP side hold=true" in gw.log_text(), gw.log_text()[-3000:]
+
+    asyncio.run(asyncio.wait_for(body(), 90))
+
+
+def test_hold_from_the_phone_is_told_to_the_xmpp_party(prosody, kamailio, baresip_factory,
+                                                       sip_gateway_factory, tmp_path):
+    """baresip holds (re-INVITE a=sendonly): the gateway answers recvonly and sends the Jingle
+    party session-info <hold/>; baresip resumes: <active/>. The call goes on (audio checked)."""
+    prosody.register(*CALLER)
+    bob = baresip_factory("bob", tone_hz=PHONE_HZ)
+    sip_gateway_factory()
+
+    def infos(jc):
+        return [child.tag.split("}")[1] for j in jc.received("session-info") for child in j
+                if child.tag.startswith("{" + NS_RTP_INFO)]
+
+    async def wait_info(jc, name, timeout=10):
+        for _ in range(int(timeout * 10)):
+            if name in infos(jc):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no session-info <{name}/>: got {infos(jc)}\n{jc.exchange_text()}")
+
+    async def body():
+        jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
+                                tone_hz=440).start()
+        try:
+            reply = await jc.call(BOB_CONTACT)
+            assert reply["type"] == "result", reply
+            await jc.wait_for("session-accept", timeout=20)
+            await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+            r = await asyncio.to_thread(bob.ctrl, "hold")
+            print("baresip hold:", r)
+            await wait_info(jc, "hold")
+            r = await asyncio.to_thread(bob.ctrl, "resume")
+            print("baresip resume:", r)
+            await wait_info(jc, "active")
+            print("session-info received:", infos(jc))
+            await jc.aio.wait_frames(jc.aio.frames + 75, timeout=10)
+            await jc.hangup("success")
+            await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
+        except BaseException:
+            print(jc.exchange_text())
+            raise
+        finally:
+            await jc.close()
+
+    asyncio.run(asyncio.wait_for(body(), 90))
