@@ -287,7 +287,10 @@ async fn passthrough_relays_payloads_untouched_and_never_decodes() {
         let h = header(&got);
         assert_eq!(&got[12..], &payload[..], "payload untouched");
         assert_eq!(h.pt, 0);
-        assert_ne!(h.ssrc, 0xAAAA, "the bridge's own SSRC on the WebRTC leg");
+        assert_eq!(
+            h.ssrc, call.local.webrtc_ssrc,
+            "the bridge's own SSRC on the WebRTC leg, the one it told signalling to announce"
+        );
         // browser → phone
         let back = rtp(0, 7 + i, 99 + u32::from(i) * 160, 0xBBBB, false, &payload);
         call.browser.send_rtp(&back).await.unwrap();

@@ -962,10 +962,13 @@ impl CallManager {
                 codecs.push((pt, c));
             }
         }
-        let ssrc: u32 = rand::random();
-        let cname = format!("xsg-{:08x}", rand::random::<u32>());
-        let description =
-            jingle::offer_description(&codecs, Some(jingle::DEFAULT_TELEPHONE_EVENT), ssrc, &cname);
+        // The SSRC and CNAME the bridge really sends with: browsers play announced SSRCs only.
+        let description = jingle::offer_description(
+            &codecs,
+            Some(jingle::DEFAULT_TELEPHONE_EVENT),
+            local.webrtc_ssrc,
+            &local.webrtc_cname,
+        );
         self.calls.insert(
             key,
             Call {
@@ -1293,13 +1296,27 @@ impl CallManager {
         let chosen = match plan(&call.webrtc_codecs, &sip_codecs) {
             Ok(p) => LegCodecs {
                 audio: vec![p.webrtc],
-                telephone_event: call.webrtc_codecs.telephone_event,
+                // RFC 4733 §2.1: telephone-event on the chosen codec's clock, if offered.
+                telephone_event: call
+                    .offer
+                    .payload_types
+                    .iter()
+                    .filter(|t| t.is_telephone_event())
+                    .find(|t| t.clockrate.unwrap_or(8_000) == p.webrtc.codec.clock_rate())
+                    .map(|t| crate::media::bridge::TelephoneEventFormat {
+                        pt: t.id,
+                        clock: t.clockrate.unwrap_or(8_000),
+                    }),
             },
             Err(_) => call.webrtc_codecs.clone(),
         };
-        let ssrc: u32 = rand::random();
-        let cname = format!("xsg-{:08x}", rand::random::<u32>());
-        let mut description = jingle::answer_description(&call.offer, &chosen, ssrc, &cname);
+        // The SSRC and CNAME the bridge really sends with: browsers play announced SSRCs only.
+        let mut description = jingle::answer_description(
+            &call.offer,
+            &chosen,
+            call.local.webrtc_ssrc,
+            &call.local.webrtc_cname,
+        );
         description.rtcp_mux = true;
         let transport = jingle::transport_from_local(&call.local.webrtc);
         let mut accept = Jingle::new(Action::SessionAccept, call.sid.clone());

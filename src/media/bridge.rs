@@ -302,6 +302,10 @@ pub struct SipLocal {
 pub struct BridgeLocal {
     pub webrtc: LocalDescription,
     pub sip: SipLocal,
+    /// The SSRC and RTCP CNAME of what the bridge sends on the WebRTC leg: announce these in
+    /// the Jingle `<source/>` (browsers play only announced SSRCs).
+    pub webrtc_ssrc: u32,
+    pub webrtc_cname: String,
 }
 
 /// Progress of a bridge.
@@ -427,6 +431,8 @@ impl MediaEngine {
         let rtcp_port = rtp_port + 1;
         let advertised = cfg.public_ip.unwrap_or(cfg.bind_ip);
         let offer_key = SdesKey::generate(DEFAULT_SDES_SUITE);
+        let webrtc_ssrc: u32 = rand::random();
+        let webrtc_cname = random_cname();
         let sip_local = SipLocal {
             rtp: SocketAddr::new(advertised, rtp_port),
             rtcp_port,
@@ -454,6 +460,8 @@ impl MediaEngine {
             events: events_tx,
             stats: BridgeStats::default(),
             _active: ActiveGuard(Arc::clone(&self.active)),
+            webrtc_ssrc,
+            webrtc_cname: webrtc_cname.clone(),
         };
         let span = tracing::info_span!("bridge", sip_port = rtp_port, ice_port);
         let handle = tokio::spawn(task.run(cmd_rx).instrument(span));
@@ -466,6 +474,8 @@ impl MediaEngine {
             BridgeLocal {
                 webrtc: webrtc_local,
                 sip: sip_local,
+                webrtc_ssrc,
+                webrtc_cname: webrtc_cname.clone(),
             },
         ))
     }
@@ -622,18 +632,20 @@ impl Flow {
         detect: Option<TelephoneEventFormat>,
         transcode: bool,
         transcoder: TranscoderConfig,
+        ssrc: Option<rtp::Ssrc>,
     ) -> Result<Self, MediaError> {
         let mut pt_map = PtMap::new();
         pt_map.insert(from.pt, to.pt);
         if let Some((i, o)) = te {
             pt_map.insert(i.pt, o.pt);
         }
-        let rewriter = Rewriter::new(RewriterConfig::random(
-            from.codec.clock_rate(),
-            to.codec.clock_rate(),
-            pt_map,
-        ))
-        .map_err(|e| MediaError::Io(std::io::Error::other(e.to_string())))?;
+        let mut config =
+            RewriterConfig::random(from.codec.clock_rate(), to.codec.clock_rate(), pt_map);
+        if let Some(ssrc) = ssrc {
+            config.ssrc = ssrc;
+        }
+        let rewriter = Rewriter::new(config)
+            .map_err(|e| MediaError::Io(std::io::Error::other(e.to_string())))?;
         let relay = match te {
             Some((i, o)) => Some(
                 DtmfRelay::new(i.clock, o.clock)
@@ -849,6 +861,9 @@ struct BridgeTask {
     events: mpsc::UnboundedSender<BridgeEvent>,
     stats: BridgeStats,
     _active: ActiveGuard,
+    /// What goes on the WebRTC leg: its SSRC and CNAME (announced in signalling).
+    webrtc_ssrc: u32,
+    webrtc_cname: String,
 }
 
 /// Counts a live bridge task; decremented however the task ends (close, drop, panic, abort).
@@ -1159,6 +1174,7 @@ impl BridgeTask {
         };
         let s = &sip.remote.codecs;
         let tc = self.config.transcoder;
+        let (webrtc_ssrc, webrtc_cname) = (self.webrtc_ssrc, self.webrtc_cname.clone());
         let built = plan(w, s).and_then(|plan| {
             let te = if plan.dtmf_relay {
                 w.telephone_event.zip(s.telephone_event)
@@ -1172,6 +1188,7 @@ impl BridgeTask {
                 w.telephone_event,
                 plan.transcode,
                 tc,
+                None,
             )?;
             let to_webrtc = Flow::new(
                 plan.sip,
@@ -1180,12 +1197,13 @@ impl BridgeTask {
                 s.telephone_event,
                 plan.transcode,
                 tc,
+                Some(rtp::Ssrc(webrtc_ssrc)),
             )?;
             let rtcp_err = |e: rtp::RtpError| MediaError::Io(std::io::Error::other(e.to_string()));
             let webrtc_rtcp = RtcpSession::new(
                 to_webrtc.rewriter.ssrc(),
                 plan.webrtc.codec.clock_rate(),
-                &random_cname(),
+                &webrtc_cname,
             )
             .map_err(rtcp_err)?;
             let sip_rtcp = RtcpSession::new(

@@ -1252,11 +1252,19 @@ impl UserAgent {
     /// CANCELs our INVITE (RFC 3261 §9.1): same Request-URI, top Via, Route, From, To,
     /// Call-ID and CSeq number as the INVITE we sent.
     fn send_cancel(&mut self, id: RequestId, now: Instant) {
+        // The INVITE that went on: after a 401/407 the challenged one lingers (Timer D) under
+        // the same purpose, and a CANCEL for it matches nothing upstream. The retry has the
+        // higher CSeq.
         let key = self
             .purposes
             .iter()
-            .find(|(_, p)| **p == Purpose::Call(id))
-            .map(|(k, _)| k.clone());
+            .filter(|(_, p)| **p == Purpose::Call(id))
+            .filter_map(|(k, _)| {
+                let cseq = super::dialog::cseq_of(&self.table.get(k)?.request().headers)?;
+                Some((cseq, k))
+            })
+            .max_by_key(|(cseq, _)| *cseq)
+            .map(|(_, k)| k.clone());
         let Some(key) = key else { return };
         let (Some(invite), Some(to)) = (
             self.table.get(&key).map(|t| t.request().clone()),
@@ -2204,6 +2212,56 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn cancel_after_a_407_goes_to_the_retried_invite() {
+        let settings = ua(10).s.clone();
+        let digest = DigestClient::new("gateway", crate::config::Secret::new("gatewaypw")).unwrap();
+        let mut u = UserAgent::new(settings, None, Some(digest), Arc::new(Metrics::default()));
+        let now = Instant::now();
+        let id = u
+            .invite(
+                "sip:bob@sip.test",
+                None,
+                None,
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let first = sent[0].clone();
+        let challenge = response(&first, 407, "Proxy Authentication Required", Some("px"), "")
+            .replace(
+                "Content-Length: 0",
+                "Proxy-Authenticate: Digest realm=\"sip.test\", nonce=\"abc\", algorithm=MD5\r\nContent-Length: 0",
+            );
+        u.on_inbound(challenge.as_bytes(), upstream(), now);
+        let (sent, _) = drain(&mut u);
+        let retry = sent
+            .iter()
+            .find(|m| m.starts_with("INVITE "))
+            .unwrap_or_else(|| panic!("INVITE retried with credentials: {sent:?}"))
+            .clone();
+        assert_eq!(header(&retry, "CSeq"), "2 INVITE");
+        u.on_inbound(
+            response(&retry, 180, "Ringing", Some("b9"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        drain(&mut u);
+        u.hangup(id, 487, None, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let cancel = sent
+            .iter()
+            .find(|m| m.starts_with("CANCEL "))
+            .expect("CANCEL");
+        assert_eq!(
+            header(cancel, "Via"),
+            header(&retry, "Via"),
+            "the retry's branch"
+        );
+        assert_eq!(header(cancel, "CSeq"), "2 CANCEL");
     }
 
     #[test]

@@ -839,7 +839,7 @@ impl PayloadType {
             })
     }
 
-    fn is_telephone_event(&self) -> bool {
+    pub fn is_telephone_event(&self) -> bool {
         self.name
             .as_deref()
             .is_some_and(|n| n.eq_ignore_ascii_case("telephone-event"))
