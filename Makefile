@@ -48,4 +48,4 @@ run: deps
 
 clean:
 	$(CARGO) clean
-	rm -rf integration/.venv
+	rm -rf integration/.venv integration/browser/node_modules integration/browser/dist

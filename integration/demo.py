@@ -63,10 +63,55 @@ def demo_call(prosody, bob, run_dir):
         say(f"  the call did not work: {e!r} (see the gateway log)")
 
 
+class PageServer:
+    """Serves the web phone (integration/browser, built by setup.sh) on 127.0.0.1, plus
+    POST /demo/bob-calls-alice, which makes baresip bob dial alice through the gateway."""
+
+    def __init__(self, bob):
+        import threading
+        import urllib.parse
+        from functools import partial
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        page_dir = Path(__file__).resolve().parent / "browser"
+        if not (page_dir / "dist" / "bundle.js").exists():
+            raise RuntimeError(f"{page_dir}/dist/bundle.js is missing: run integration/setup.sh")
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                if urllib.parse.urlsplit(self.path).path != "/demo/bob-calls-alice":
+                    self.send_error(404)
+                    return
+                bob.dial(f"sip:alice*{DOMAIN}@{SIP_DOMAIN}")
+                body = b"bob is calling alice@" + DOMAIN.encode() + b"\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(page_dir)))
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, ws):
+        import urllib.parse
+        q = urllib.parse.urlencode({"ws": ws, "jid": f"alice@{DOMAIN}", "password": USERS["alice"],
+                                    "callee": f"bob*{SIP_DOMAIN}@{GATEWAY_JID}/gw",
+                                    "candidates": "loopback"})
+        return f"http://127.0.0.1:{self.port}/index.html?{q}"
+
+    def close(self):
+        self.httpd.shutdown()
+
+
 def main():
     run_dir = Path(tempfile.mkdtemp(prefix="xsg-demo-"))
     prosody = gateway = kamailio = bob = None
     stop = []
+    stop_page = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
         say(f"demo: starting Prosody in {run_dir}/prosody (loopback only)")
@@ -118,6 +163,16 @@ def main():
         say("\ndemo: alice calls bob's phone through the gateway (Jingle + aiortc media -> SIP)")
         demo_call(prosody, bob, run_dir)
 
+        page = PageServer(bob)
+        stop_page.append(page)
+        websocket = f"ws://127.0.0.1:{prosody.http_port}/xmpp-websocket"
+        say(f"""
+demo: a web phone for you (stanza over websocket, Jingle audio in your browser):
+  open           {page.url(websocket)}
+                 (alice's account is filled in: Log in, then Call: bob's phone answers and plays
+                 880 Hz; your microphone goes to bob)
+  be called      curl -X POST http://127.0.0.1:{page.port}/demo/bob-calls-alice
+                 (bob dials sip:alice*{DOMAIN}@{SIP_DOMAIN}: the page rings; Answer)""")
         say(f"""
 demo: running. Try it yourself:
   XMPP account   alice@{DOMAIN} / {USERS['alice']}  (or bob@{DOMAIN} / {USERS['bob']})
@@ -141,6 +196,8 @@ Ctrl-C stops everything.""")
         return 0
     finally:
         say("\ndemo: stopping")
+        for page in stop_page:
+            page.close()
         if gateway is not None:
             rc = gateway.stop()
             say(f"demo: gateway exited with status {rc}")

@@ -2,6 +2,9 @@
 # Installs what the integration tests need. Idempotent: does nothing when everything is there.
 #  - Debian packages (apt, as root or through sudo): XMPP servers and tools used by the tests
 #  - a Python venv in integration/.venv with the pinned packages of requirements.txt
+#  - the browser page of the real-browser tests (integration/browser): its npm packages, pinned
+#    by package-lock.json, in integration/browser/node_modules, and its bundle (esbuild) in
+#    integration/browser/dist/bundle.js
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV=$HERE/.venv
@@ -16,6 +19,11 @@ APT_PACKAGES=(prosody lua-event lua-unbound ejabberd iproute2 procps)
 # and its modules: g711, aufile, sndfile, cons, ctrl_tcp; the `baresip` metapackage would only add
 # GUI/video recommends); sox (independent cross-check of the recorded tones' frequency).
 APT_PACKAGES+=(kamailio baresip-core sox)
+# Real-browser calls (tests/test_browser_calls.py): Debian's chromium, run headless with a fake
+# microphone; Node.js + npm to install and bundle the page's packages (stanza, esbuild). A Node.js
+# that did not come from Debian (e.g. nodesource's, which bundles npm) is used as it is.
+APT_PACKAGES+=(chromium)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
@@ -57,4 +65,20 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
   echo "$want" > "$STAMP"
+fi
+
+# The browser page: `npm ci` (exactly package-lock.json) when node_modules is missing or was
+# installed from another lock file; the bundle is rebuilt when a source is newer than it.
+BROWSER=$HERE/browser
+NPM_STAMP=$BROWSER/node_modules/.xsg-package-lock.sha256
+want=$(sha256sum < "$BROWSER/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$NPM_STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "setup.sh: installing the browser page's npm packages (stanza, esbuild: integration/browser/package-lock.json) into $BROWSER/node_modules (needed by the browser tests)"
+  (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$NPM_STAMP"
+fi
+BUNDLE=$BROWSER/dist/bundle.js
+if [ ! -s "$BUNDLE" ] || [ -n "$(find "$BROWSER/app.js" "$BROWSER/package-lock.json" -newer "$BUNDLE" 2>/dev/null)" ]; then
+  echo "setup.sh: building $BUNDLE (esbuild: app.js + stanza, for the browser tests)"
+  (cd "$BROWSER" && npm run --silent build)
 fi

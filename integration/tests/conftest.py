@@ -88,7 +88,7 @@ def gateway(prosody, gateway_factory):
 
 # ---------------------------------------------------------------- SIP peers (sip_harness.py)
 
-from sip_harness import SIP_USERS, Baresip, Kamailio  # noqa: E402
+from sip_harness import SIP_USERS, Baresip, Kamailio, ScriptedPhone  # noqa: E402
 
 
 @pytest.fixture
@@ -137,6 +137,26 @@ def baresip_factory(request, tmp_path, kamailio):
             raise first_error
 
 
+@pytest.fixture
+def scripted_phone_factory(kamailio):
+    """scripted_phone_factory(user, final=(603, "Decline"), ring_seconds=1.0) -> a started
+    sip_harness.ScriptedPhone registered at `kamailio` as <user>@sip.test: rings (180), then
+    answers every INVITE with `final` (codes baresip 1.0.0 cannot send). Stopped (un-REGISTER)
+    before Kamailio."""
+    started = []
+
+    def make(user, final=(603, "Decline"), ring_seconds=1.0):
+        phone = ScriptedPhone(kamailio.port, user, SIP_USERS[user], final, ring_seconds)
+        started.append(phone)
+        return phone.start(kamailio)
+
+    try:
+        yield make
+    finally:
+        for phone in started:
+            phone.stop()
+
+
 # ---------------------------------------------------------------- the gateway's SIP side
 
 # The gateway's account at kamailio (kamailio/db/subscriber).
@@ -146,7 +166,8 @@ GATEWAY_SIP_USER = "gateway"
 @pytest.fixture
 def sip_gateway_factory(request, tmp_path, prosody, kamailio):
     """sip_gateway_factory(transport="udp", password=SIP_USERS["gateway"], sip={extra [sip]
-    keys}, admin={extra [admin] keys}, diagnostics=True, wait_registered=True, env={...})
+    keys}, admin={extra [admin] keys}, calls={[calls] keys, e.g. {"ring_timeout": 3}},
+    diagnostics=True, wait_registered=True, env={...})
     -> a started Gateway linked to `prosody` (component) and registering at `kamailio` as
     sip:gateway@sip.test over `transport` (registrar given as an IP: no DNS). Its log is at debug
     level for the gateway's own crate. With wait_registered, returns once Kamailio has the
@@ -155,14 +176,17 @@ def sip_gateway_factory(request, tmp_path, prosody, kamailio):
     started = []
 
     def make(transport="udp", password=None, sip=None, admin=None, diagnostics=True,
-             wait_registered=True, env=None):
+             wait_registered=True, env=None, calls=None):
         keys = {"transport": transport, "registrar": f"sip:127.0.0.1:{kamailio.port}",
                 "domain": kamailio.domain, "username": GATEWAY_SIP_USER,
                 "password": SIP_USERS[GATEWAY_SIP_USER] if password is None else password,
                 **(sip or {})}
         gw = Gateway(tmp_path / f"sipgw{len(started)}", prosody.component_port,
                      env={"RUST_LOG": "info,xmpp_sip_gateway=debug", **(env or {})}, sip=keys,
-                     admin={"diagnostics": diagnostics, **(admin or {})})
+                     admin={"diagnostics": diagnostics, **(admin or {})},
+                     extra_toml="[calls]\n" + "".join(f"{k} = {harness.toml_value(v)}\n"
+                                                     for k, v in calls.items())
+                     if calls else "")
         started.append(gw)
         gw.start()
         harness.wait_for(lambda: gw.try_get("/about/health")[0] is not None, 10,

@@ -124,6 +124,8 @@ class Prosody:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         (self.dir / "certs").mkdir(exist_ok=True)
         self.c2s_port, self.component_port, self.http_port = (free_port() for _ in range(3))
+        # mod_websocket (RFC 7395) on the HTTP port: what browsers (tests/browser_harness.py) use
+        self.websocket_url = f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
         self.secret = secret
         self.log_path = self.dir / "prosody.log"
         # the config's ENV_FOO names read the environment variable FOO

@@ -10,6 +10,14 @@ for aiortc. Everything runs on the caller's (running) asyncio loop; every wait i
     accept = await jc.wait_for("session-accept", timeout=20)    # answer applied to aiortc
     await jc.hangup("success")
     await jc.close()
+
+It can also be CALLED (SIP -> XMPP through the gateway, XEP-0353 then XEP-0166):
+
+    jc = await JingleClient(prosody.c2s_port, "juliet", "julietpw", run_dir).start()
+    propose = await jc.wait_propose(timeout=15)        # <propose id=SID> from <contact>/gw
+    await jc.send_ringing(); await jc.send_proceed()   # (or send_reject("busy"/"decline"/None))
+    initiate = await jc.wait_initiate(timeout=15)      # session-initiate, sid = SID, same JID
+    reply = await jc.accept(initiate)                  # aiortc's answer as session-accept
 """
 import asyncio
 import secrets
@@ -21,6 +29,7 @@ import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from harness import DOMAIN
 from webrtc_harness import AiortcPeer
@@ -35,6 +44,10 @@ NS_HDREXT = "urn:xmpp:jingle:apps:rtp:rtp-hdrext:0"
 NS_SSMA = "urn:xmpp:jingle:apps:rtp:ssma:0"
 NS_GROUP = "urn:xmpp:jingle:apps:grouping:0"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_JMI = "urn:xmpp:jingle-message:0"
+NS_HINTS = "urn:xmpp:hints"
+NS_PING = "urn:xmpp:ping"
+JMI_KINDS = ("propose", "retract", "accept", "proceed", "reject", "ringing", "finish")
 
 
 def q(ns, name):
@@ -266,6 +279,23 @@ def reason_of(jingle):
     return cond, None if text is None else (text.text or "")
 
 
+def jmi_of(message_xml):
+    """The XEP-0353 child (<propose/>, <retract/>, <ringing/>, ...) of a <message>, or None."""
+    return next((c for c in message_xml if c.tag.startswith("{" + NS_JMI + "}")
+                 and c.tag.split("}")[1] in JMI_KINDS), None)
+
+
+class _MatchJmi(MatcherBase):
+    """Any <message> carrying a XEP-0353 element."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def match(self, stanza) -> bool:
+        xml = getattr(stanza, "xml", stanza)
+        return xml.tag == "{jabber:client}message" and jmi_of(xml) is not None
+
+
 # ---------------------------------------------------------------- the client
 
 class JingleClient:
@@ -290,6 +320,14 @@ class JingleClient:
         self.initiated_at = None
         self.accepted_at = None
         self.accept_error = None
+        # being called: every JMI message received as (time, from, <propose/>...), and a queue
+        self.jmi_events = []
+        self.jmi_queue = None
+        self.origin = {}            # id(<jingle>) -> the full JID of the IQ's sender
+        self.jmi_messages = {}      # id(JMI element) -> its whole <message>
+        self.presences = []         # (time, from, <presence>) of every presence received
+        self.propose = None         # the <propose/> element we answer
+        self.proposed_at = None
 
     @property
     def jid(self) -> str:
@@ -310,9 +348,14 @@ class JingleClient:
                                                   "unencrypted_scram": True}})
         self.c.enable_starttls = self.c.enable_direct_tls = False
         self.c.enable_plaintext = True
+        self.jmi_queue = asyncio.Queue()
         self.c.register_handler(Callback(
             "jingle-set", MatchXPath(f"{{jabber:client}}iq/{{{NS_JINGLE}}}jingle"),
             self._on_jingle_iq))
+        self.c.register_handler(Callback("jmi", _MatchJmi(), self._on_jmi))
+        self.c.register_handler(Callback(
+            "presence-log", MatchXPath("{jabber:client}presence"),
+            lambda p: self.presences.append((time.monotonic(), str(p["from"]), p.xml))))
         started = loop.create_future()
 
         def settle(exc=None):
@@ -325,8 +368,24 @@ class JingleClient:
                                  lambda e: settle(ConnectionError(f"c2s connect failed: {e}")))
         self.c.connect(host="127.0.0.1", port=self.c2s_port)
         await asyncio.wait_for(started, self.timeout)
+        # Available presence: Prosody delivers <message type='chat'> sent to the bare JID (the
+        # JMI <propose/>) only to available resources; without it the propose goes offline.
+        self.c.send_presence()
+        await self.server_roundtrip()    # the presence is processed once the ping is answered
         self.aio = AiortcPeer(self.run_dir, self.jid_bare.split("@")[0], self.tone_hz)
         return self
+
+    async def server_roundtrip(self):
+        """An XEP-0199 ping to our server, answered (result or error) after everything we sent
+        before it has been processed."""
+        iq = self.c.make_iq_get(ito=DOMAIN)
+        iq.append(ET.Element(q(NS_PING, "ping")))
+        try:
+            await iq.send(timeout=self.timeout)
+        except IqError:
+            pass
+        except IqTimeout:
+            raise AssertionError(f"{DOMAIN} did not answer a ping within {self.timeout}s")
 
     def _on_jingle_iq(self, iq):
         if iq["type"] not in ("set",):
@@ -335,11 +394,20 @@ class JingleClient:
         jingle = iq.xml.find(q(NS_JINGLE, "jingle"))
         iq.reply(clear=True).send()     # every Jingle IQ-set gets its result at once
         self.events.append((time.monotonic(), jingle))
+        self.origin[id(jingle)] = str(iq["from"])
         if jingle.get("action") == "session-accept" and jingle.get("sid") == self.sid:
             self.accepted_at = time.monotonic()
             asyncio.ensure_future(self._apply_accept(jingle))
         else:
             self.queue.put_nowait(jingle)
+
+    def _on_jmi(self, msg):
+        self.note("<-", str(msg))
+        el = jmi_of(msg.xml)
+        entry = (time.monotonic(), str(msg["from"]), el)
+        self.jmi_messages[id(el)] = msg.xml
+        self.jmi_events.append(entry)
+        self.jmi_queue.put_nowait(entry)
 
     async def _apply_accept(self, jingle):
         try:
@@ -417,6 +485,107 @@ class JingleClient:
 
     def received(self, action):
         return [j for _, j in self.events if j.get("action") == action]
+
+    def sender(self, jingle) -> str:
+        """The full JID the IQ carrying `jingle` came from."""
+        return self.origin.get(id(jingle))
+
+    # -------------------------------------------------------- being called (XEP-0353, 0166)
+
+    async def wait_jmi(self, kind, timeout=10.0, skip=()):
+        """(from JID, element) of the next received JMI <kind/>. Earlier JMI messages whose kind
+        is in `skip` are dropped (they stay in .jmi_events); any other kind fails the wait."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                _, frm, el = await asyncio.wait_for(self.jmi_queue.get(), max(left, 0))
+            except asyncio.TimeoutError:
+                raise AssertionError(f"no JMI <{kind}/> within {timeout}s; exchange:\n"
+                                     f"{self.exchange_text()}") from None
+            got = el.tag.split("}")[1]
+            if got == kind:
+                return frm, el
+            if got not in skip:
+                raise AssertionError(f"expected JMI <{kind}/>, got <{got}/> from {frm}:\n"
+                                     f"{to_xml(el)}\nexchange:\n{self.exchange_text()}")
+
+    def jmi_received(self, kind) -> list:
+        """[(from, element)] of every JMI <kind/> received so far."""
+        return [(f, e) for _, f, e in self.jmi_events if e.tag == q(NS_JMI, kind)]
+
+    async def wait_propose(self, timeout=15.0):
+        """The next <propose/>: remembered as the session we answer (`sid` = its id, `peer` =
+        the full JID it came from). Returns the element."""
+        frm, el = await self.wait_jmi("propose", timeout)
+        self.propose, self.sid, self.peer = el, el.get("id"), frm
+        self.proposed_at = time.monotonic()
+        return el
+
+    def send_jmi(self, kind, reason=None, text=None, to=None):
+        """<message type='chat'><kind xmlns=JMI id=sid>[<reason><reason/>[<text/>]</reason>]
+        </kind><store/></message> to the full JID the propose came from."""
+        if self.sid is None:
+            raise AssertionError("no propose to answer (call wait_propose() first)")
+        msg = self.c.make_message(mto=to or self.peer, mtype="chat")
+        el = ET.Element(q(NS_JMI, kind), {"id": self.sid})
+        if reason is not None:
+            r = ET.SubElement(el, q(NS_JINGLE, "reason"))
+            ET.SubElement(r, q(NS_JINGLE, reason))
+            if text:
+                ET.SubElement(r, q(NS_JINGLE, "text")).text = text
+        msg.append(el)
+        msg.append(ET.Element(q(NS_HINTS, "store")))
+        self.note("->", str(msg))
+        msg.send()
+
+    def send_ringing(self):
+        self.send_jmi("ringing")
+
+    def send_proceed(self):
+        self.send_jmi("proceed")
+
+    def send_reject(self, reason=None, text=None):
+        """<reject/>, with <reason><busy/></reason> etc. when `reason` is given."""
+        self.send_jmi("reject", reason, text)
+
+    async def wait_initiate(self, timeout=15.0):
+        """The session-initiate of the proposed session: sid = the propose id, from the JID the
+        propose came from, initiator = that JID."""
+        initiate = await self.wait_for("session-initiate", timeout)
+        xml = to_xml(initiate)
+        frm = self.sender(initiate)
+        assert initiate.get("sid") == self.sid, \
+            f"session-initiate sid {initiate.get('sid')!r} != propose id {self.sid!r}:\n{xml}"
+        assert frm == self.peer, f"session-initiate from {frm}, the propose from {self.peer}"
+        if initiate.get("initiator") is not None:
+            assert initiate.get("initiator") == self.peer, xml
+        self.initiated_at = time.monotonic()
+        return initiate
+
+    async def accept(self, initiate):
+        """Turn the session-initiate into an SDP offer for aiortc, and aiortc's answer into a
+        session-accept (responder = our full JID, DTLS setup as aiortc answers: active, our host
+        candidates, rtcp-mux). Returns the reply IQ."""
+        offer = jingle_to_sdp(initiate, role="initiator")
+        self.note("  (SDP offer for aiortc)", "\n" + offer)
+        answer = await self.aio.answer(offer)
+        self.note("  (aiortc answer SDP)", "\n" + answer)
+        contents, bundle = sdp_to_jingle_contents(answer, creator="initiator")
+        creators = {c.get("name"): c.get("creator", "initiator")
+                    for c in initiate.findall(q(NS_JINGLE, "content"))}
+        for c in contents:
+            c.set("creator", creators.get(c.get("name"), "initiator"))
+        jingle = ET.Element(q(NS_JINGLE, "jingle"), {
+            "action": "session-accept", "responder": self.jid, "sid": self.sid})
+        if bundle:
+            group = ET.SubElement(jingle, q(NS_GROUP, "group"), {"semantics": "BUNDLE"})
+            for name in bundle:
+                ET.SubElement(group, q(NS_GROUP, "content"), {"name": name})
+        jingle.extend(contents)
+        reply = await self.send_jingle(self.peer, jingle)
+        self.accepted_at = time.monotonic()
+        return reply
 
     async def close(self):
         if self.aio is not None:

@@ -690,6 +690,33 @@ class Baresip:
             return None
         return self._wait_cond(find, timeout, f"a MESSAGE {text!r} from {peer or 'anyone'}")
 
+    # -- SIP trace (sip_trace=True)
+    def sip_messages(self, start=r".", direction=None) -> list:
+        """The SIP messages of the -s trace in the log whose first line matches the regex
+        `start`, as (direction, text) with direction 'in' (received by this UA) or 'out' (sent);
+        `direction` keeps only one of them. The trace prints `UDP src -> dst` before each
+        message; the message runs until the next trace header or `#` line."""
+        if not self.sip_trace:
+            pytest.fail(f"{self.aor}: started without sip_trace=True: no SIP trace in the log")
+        header = re.compile(r"^(?:UDP|TCP|TLS) \S+:(\d+) -> \S+:(\d+)\s*$")
+        out, cur = [], None
+        lines = self.log_text().splitlines()
+        for i, line in enumerate(lines):
+            m = header.match(line)
+            if m:
+                cur = None
+                if i + 1 < len(lines) and re.search(start, lines[i + 1]):
+                    way = "in" if int(m.group(2)) == self.sip_port else "out"
+                    if direction in (None, way):
+                        cur = [way, ""]
+                        out.append(cur)
+                continue
+            if line.strip() == "#":
+                cur = None
+            elif cur is not None:
+                cur[1] += line + "\n"
+        return [tuple(c) for c in out]
+
     # -- recordings
     def recordings(self, kind="dec") -> list:
         """The sndfile dumps (oldest first): kind 'dec' = audio received and decoded (what this
@@ -708,3 +735,284 @@ class Baresip:
                 return None
         return wait_for(ready, timeout, f"{self.aor}'s {kind} recording of {min_seconds}s",
                         interval=0.1, log=self.log_text)
+
+
+# ---------------------------------------------------------------- the gateway's call resources
+
+def gateway_media_range(gw) -> tuple:
+    """(min_port, max_port) of the gateway's [media] section, read back from its config file."""
+    import tomllib
+    media = tomllib.loads(Path(gw.config_path).read_text()).get("media", {})
+    if "min_port" not in media or "max_port" not in media:
+        pytest.fail(f"{gw.config_path} has no [media] min_port/max_port")
+    return media["min_port"], media["max_port"]
+
+
+def _socket_inodes(pid) -> set:
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def process_udp_ports(pid) -> list:
+    """The local UDP ports (IPv4 and IPv6) of the sockets process `pid` holds, from
+    /proc/<pid>/fd and /proc/<pid>/net/udp{,6} (the same as `ss -uanp` shows)."""
+    inodes = _socket_inodes(pid)
+    ports = []
+    for table in ("udp", "udp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def gateway_call_stats(gw) -> dict:
+    """The "calls" object of the gateway's GET /about/stats."""
+    status, body = gw.json_get("/about/stats")
+    assert status == 200 and isinstance(body, dict), f"/about/stats answered {status}: {body!r}"
+    calls = body.get("calls")
+    if not isinstance(calls, dict):
+        pytest.fail(f'/about/stats has no "calls" object (keys: {sorted(body)}): the gateway '
+                    f'must report active calls and media ports there')
+    return calls
+
+
+def assert_no_call_resources(gw, timeout=5.0):
+    """Once the calls are over: the gateway reports no active call, no media port in use and no
+    media bridge (GET /about/stats "calls"), and the OS shows no UDP socket of the gateway
+    process inside [media] min_port..max_port. Polls up to `timeout` s (the teardown is
+    asynchronous), then fails with what is left."""
+    lo, hi = gateway_media_range(gw)
+    assert gw.running(), "the gateway exited" + tail(gw.log_text)
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = gateway_call_stats(gw)
+        missing = [k for k in ("active", "media_ports_in_use", "media_bridges") if k not in calls]
+        if missing:
+            pytest.fail(f'/about/stats "calls" lacks {missing}: {calls}')
+        busy = {k: calls[k] for k in ("active", "media_ports_in_use", "media_bridges")
+                if calls[k] != 0}
+        held = [p for p in process_udp_ports(gw.proc.pid) if lo <= p <= hi]
+        if not busy and not held:
+            print(f"gateway resources after the calls: {calls}; no UDP socket in {lo}-{hi}")
+            return calls
+        if time.monotonic() > deadline:
+            pytest.fail(f"{timeout}s after the calls ended the gateway still holds call "
+                        f"resources: /about/stats calls {calls}; UDP ports of pid "
+                        f"{gw.proc.pid} in the media range {lo}-{hi}: {held}" +
+                        tail(gw.log_text))
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- a scripted SIP phone
+
+_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length",
+            "m": "contact", "c": "content-type"}
+
+
+def _parse_sip(raw: bytes) -> dict:
+    """{"start": first line, "headers": [(lower name, value)], "body": bytes}."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:          # folded continuation
+            headers[-1] = (headers[-1][0], headers[-1][1] + " " + line.strip())
+        elif ":" in line:
+            k, v = line.split(":", 1)
+            k = k.strip().lower()
+            headers.append((_COMPACT.get(k, k), v.strip()))
+    return {"start": lines[0], "headers": headers, "body": body}
+
+
+def _hget(msg, name):
+    return next((v for k, v in msg["headers"] if k == name), None)
+
+
+class ScriptedPhone:
+    """A minimal SIP phone on a Python UDP socket, for final responses baresip 1.0.0 cannot
+    send (its /hangup of a ringing call always answers 486 Rejected): REGISTERs at Kamailio as
+    <user>@sip.test (digest MD5, qop=auth), and answers every INVITE with 100 Trying, 180
+    Ringing, then `final` (code, phrase) after `ring_seconds`; absorbs the ACK; answers a CANCEL
+    with 200 and the INVITE with 487. `.requests`: (time, request line, parsed message) of every
+    request received; `.sent`: the status lines it sent."""
+
+    def __init__(self, kamailio_port, user, password, final=(603, "Decline"), ring_seconds=1.0,
+                 domain=SIP_DOMAIN):
+        self.kamailio = ("127.0.0.1", kamailio_port)
+        self.user, self.password, self.domain = user, password, domain
+        self.aor = sip_uri(user, domain)
+        self.final, self.ring_seconds = final, ring_seconds
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests, self.sent = [], []
+        self._call_id = f"xsgphone-{os.getpid()}-{time.monotonic_ns()}"
+        self._cseq = 0
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._pending = {}      # INVITE Call-ID -> (request, source, To tag, finished)
+
+    def __repr__(self):
+        return f"ScriptedPhone({self.aor}, udp port {self.port}, final {self.final})"
+
+    # -- registration
+    def _register_request(self, expires, auth=None) -> bytes:
+        self._cseq += 1
+        h = [f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bK{secrets_hex()}",
+             "Max-Forwards: 70", f"From: <{self.aor}>;tag=reg{self.port}", f"To: <{self.aor}>",
+             f"Call-ID: {self._call_id}", f"CSeq: {self._cseq} REGISTER",
+             f"Contact: <sip:{self.user}@127.0.0.1:{self.port};transport=udp>",
+             f"Expires: {expires}", "User-Agent: xsg-tests-scripted-phone"]
+        if auth:
+            h.append(f"Authorization: {auth}")
+        return (f"REGISTER sip:{self.domain} SIP/2.0\r\n" + "\r\n".join(h) +
+                "\r\nContent-Length: 0\r\n\r\n").encode()
+
+    def _digest(self, challenge, method, uri) -> str:
+        import hashlib
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+        md5 = lambda s: hashlib.md5(s.encode()).hexdigest()
+        ha1 = md5(f"{self.user}:{params['realm']}:{self.password}")
+        ha2 = md5(f"{method}:{uri}")
+        out = (f'Digest username="{self.user}", realm="{params["realm"]}", '
+               f'nonce="{params["nonce"]}", uri="{uri}", algorithm=MD5')
+        if "auth" in params.get("qop", "").split(","):
+            cnonce = secrets_hex()
+            resp = md5(f"{ha1}:{params['nonce']}:00000001:{cnonce}:auth:{ha2}")
+            out += f', qop=auth, nc=00000001, cnonce="{cnonce}", response="{resp}"'
+        else:
+            nonce = params["nonce"]
+            out += f', response="{md5(f"{ha1}:{nonce}:{ha2}")}"'
+        if "opaque" in params:
+            out += f', opaque="{params["opaque"]}"'
+        return out
+
+    def _transact_register(self, expires, timeout=5.0):
+        self.sock.settimeout(timeout)
+        self.sock.sendto(self._register_request(expires), self.kamailio)
+        for _ in range(3):
+            raw, _ = self.sock.recvfrom(65535)
+            resp = _parse_sip(raw)
+            code = int(resp["start"].split()[1])
+            if code < 200:
+                continue
+            if code == 401:
+                auth = self._digest(_hget(resp, "www-authenticate"), "REGISTER",
+                                    f"sip:{self.domain}")
+                self.sock.sendto(self._register_request(expires, auth), self.kamailio)
+                continue
+            return code, resp["start"]
+        pytest.fail(f"{self}: REGISTER got no final answer")
+
+    def start(self, kamailio=None):
+        code, line = self._transact_register(600)
+        if code != 200:
+            pytest.fail(f"{self}: REGISTER answered {line}")
+        if kamailio is not None:
+            kamailio.wait_registered(self.user)
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name=f"{self.user}-phone")
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(3)
+        try:
+            self._transact_register(0, timeout=2)
+        except (OSError, socket.timeout):
+            pass
+        self.sock.close()
+
+    # -- calls
+    def _respond(self, req, src, code, phrase, to_tag, contact=False):
+        via = [f"Via: {v}" for k, v in req["headers"] if k == "via"]
+        rr = [f"Record-Route: {v}" for k, v in req["headers"] if k == "record-route"]
+        to = _hget(req, "to")
+        if ";tag=" not in to:
+            to += f";tag={to_tag}"
+        h = via + rr + [f"From: {_hget(req, 'from')}", f"To: {to}",
+                        f"Call-ID: {_hget(req, 'call-id')}", f"CSeq: {_hget(req, 'cseq')}"]
+        if contact:
+            h.append(f"Contact: <sip:{self.user}@127.0.0.1:{self.port};transport=udp>")
+        data = (f"SIP/2.0 {code} {phrase}\r\n" + "\r\n".join(h) +
+                "\r\nContent-Length: 0\r\n\r\n").encode()
+        self.sock.sendto(data, src)
+        with self._lock:
+            self.sent.append(f"SIP/2.0 {code} {phrase} ({req['start'].split()[0]})")
+
+    def _serve(self):
+        timers = []
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for t in [t for t in timers if t[0] <= now]:
+                timers.remove(t)
+                _, call_id = t
+                with self._lock:
+                    entry = self._pending.get(call_id)
+                if entry and not entry[3]:
+                    req, src, tag, _ = entry
+                    self._respond(req, src, *self.final, tag)
+                    self._pending[call_id] = (req, src, tag, True)
+            try:
+                raw, src = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            msg = _parse_sip(raw)
+            if msg["start"].startswith("SIP/2.0"):
+                continue            # responses (late REGISTER answers): nothing to do
+            method = msg["start"].split()[0]
+            with self._lock:
+                self.requests.append((time.monotonic(), msg["start"], msg))
+            call_id = _hget(msg, "call-id")
+            if method == "INVITE":
+                if call_id in self._pending:      # retransmission
+                    continue
+                tag = f"ph{secrets_hex()}"
+                self._pending[call_id] = (msg, src, tag, False)
+                self._respond(msg, src, 100, "Trying", tag)
+                self._respond(msg, src, 180, "Ringing", tag, contact=True)
+                timers.append((time.monotonic() + self.ring_seconds, call_id))
+            elif method == "CANCEL":
+                self._respond(msg, src, 200, "OK", f"ph{secrets_hex()}")
+                entry = self._pending.get(call_id)
+                if entry and not entry[3]:
+                    req, isrc, tag, _ = entry
+                    self._respond(req, isrc, 487, "Request Terminated", tag)
+                    self._pending[call_id] = (req, isrc, tag, True)
+            elif method == "ACK":
+                pass
+            else:
+                self._respond(msg, src, 200 if method in ("BYE", "OPTIONS") else 405,
+                              "OK" if method in ("BYE", "OPTIONS") else "Method Not Allowed",
+                              f"ph{secrets_hex()}")
+
+    def received(self, method) -> list:
+        with self._lock:
+            return [m for _, line, m in self.requests if line.split()[0] == method]
+
+    def wait_request(self, method, timeout=10.0):
+        return wait_for(lambda: self.received(method), timeout,
+                        f"{self.aor} to receive {method}", interval=0.05)
+
+
+def secrets_hex(n=6) -> str:
+    import secrets
+    return secrets.token_hex(n)

@@ -11,7 +11,7 @@ import pytest
 from harness import GATEWAY_JID
 from jingle_client import NS_RTP, NS_RTP_INFO, NS_ICE, NS_DTLS, NS_GROUP, JingleClient, q, \
     reason_of, to_xml
-from sip_harness import dominant_frequency, sip_uri
+from sip_harness import assert_no_call_resources, dominant_frequency, sip_uri
 
 TEST_TIMEOUT = 120          # s, for one test's asyncio body (pytest.ini's hard limit is 180)
 CALLER = ("juliet", "julietpw")
@@ -130,6 +130,7 @@ def test_xmpp_user_calls_a_sip_phone_audio_both_ways_and_hangs_up(prosody, call_
         assert abs(f_bob - CALLER_HZ) <= 5, f"baresip heard {f_bob:.1f} Hz"
 
     run(body())
+    assert_no_call_resources(gw)
 
 
 def test_sip_phone_hangs_up_first(prosody, call_setup, tmp_path):
@@ -159,11 +160,12 @@ def test_sip_phone_hangs_up_first(prosody, call_setup, tmp_path):
             await jc.close()
 
     run(body())
+    assert_no_call_resources(gw)
 
 
 def test_call_to_unknown_sip_user_fails_with_gone(prosody, kamailio, sip_gateway_factory,
                                                   caller, tmp_path):
-    sip_gateway_factory()
+    gw = sip_gateway_factory()
 
     async def body():
         jc = await client(prosody, tmp_path)
@@ -185,11 +187,12 @@ def test_call_to_unknown_sip_user_fails_with_gone(prosody, kamailio, sip_gateway
             await jc.close()
 
     run(body())
+    assert_no_call_resources(gw)
 
 
 def test_bad_contact_is_item_not_found(prosody, kamailio, sip_gateway_factory, caller,
                                        tmp_path):
-    sip_gateway_factory()
+    gw = sip_gateway_factory()
 
     async def body():
         jc = await client(prosody, tmp_path)
@@ -204,3 +207,147 @@ def test_bad_contact_is_item_not_found(prosody, kamailio, sip_gateway_factory, c
             await jc.close()
 
     run(body())
+    assert_no_call_resources(gw)
+
+
+# ---------------------------------------------------------------- the phone does not answer
+
+@pytest.fixture
+def manual_setup(prosody, kamailio, baresip_factory, sip_gateway_factory, caller):
+    """(bob: baresip that rings and waits (answermode=manual), SIP trace in its log; gw)."""
+    bob = baresip_factory("bob", tone_hz=PHONE_HZ, answermode="manual", sip_trace=True)
+    gw = sip_gateway_factory()
+    return bob, gw
+
+
+def bob_lines(bob, start, direction) -> list:
+    """First lines of the SIP messages in bob's -s trace that match `start`, received
+    (direction 'in') or sent ('out') by bob."""
+    return [text.splitlines()[0] for _, text in bob.sip_messages(start, direction)]
+
+
+async def ring_bob(jc, bob):
+    """Call bob (manual answer): the INVITE reaches him, the client gets <ringing/>."""
+    reply = await jc.call(BOB_CONTACT)
+    assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
+    await blocking(bob.wait_event, "CALL_INCOMING", timeout=10)
+    deadline = time.monotonic() + 10
+    while not [j for j in jc.received("session-info")
+               if j.find(q(NS_RTP_INFO, "ringing")) is not None]:
+        assert time.monotonic() < deadline, \
+            f"no <ringing/> session-info within 10s of bob's 180\n{jc.exchange_text()}"
+        await asyncio.sleep(0.05)
+    assert bob_lines(bob, r"^SIP/2\.0 180 ", "out"), \
+        "bob did not send 180:\n" + bob.log_text()[-3000:]
+
+
+def test_sip_phone_busy_terminates_with_busy(prosody, manual_setup, tmp_path):
+    """bob rejects the ringing call (baresip 1.0.0's /hangup of an incoming call answers
+    486 Rejected): the XMPP caller gets session-terminate <busy/> with the code in <text/>."""
+    bob, gw = manual_setup
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            try:
+                await ring_bob(jc, bob)
+                r = await blocking(bob.hangup)
+                assert r.get("ok"), f"baresip hangup: {r}"
+                term = await jc.wait_for("session-terminate", timeout=10)
+                cond, text = reason_of(term)
+                print(f"session-terminate: reason {cond}, text {text!r}")
+                assert term.get("sid") == jc.sid, to_xml(term)
+                assert cond == "busy", to_xml(term)
+                assert text is not None and text.startswith("486"), to_xml(term)
+                assert bob_lines(bob, r"^SIP/2\.0 486 ", "out"), bob.log_text()[-3000:]
+                assert not jc.received("session-accept")
+            except BaseException:
+                print_exchange(jc)
+                raise
+            print_exchange(jc)
+        finally:
+            await jc.close()
+
+    run(body())
+    assert_no_call_resources(gw)
+
+
+@pytest.mark.parametrize("reason", ["cancel", "success"])
+def test_xmpp_caller_gives_up_before_answer_sends_cancel(prosody, kamailio, manual_setup,
+                                                         tmp_path, reason):
+    """The XMPP caller ends the session while bob rings (session-terminate <cancel/>, or
+    <success/> as some clients do): the gateway CANCELs the INVITE, bob's call ends and the
+    gateway sends nothing more for that session."""
+    bob, gw = manual_setup
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            try:
+                await ring_bob(jc, bob)
+                reply = await jc.hangup(reason)
+                assert reply["type"] == "result", f"session-terminate answered:\n{reply}"
+                deadline = time.monotonic() + 10
+                while not (cancels := bob_lines(bob, r"^CANCEL sips?:\S+ SIP/2\.0", "in")):
+                    if time.monotonic() > deadline:
+                        at_proxy = [line.strip() for line in kamailio.log_text().splitlines()
+                                    if "REQ CANCEL" in line]
+                        pytest.fail(
+                            f"bob received no CANCEL within 10s of the session-terminate. "
+                            f"Kamailio got {len(at_proxy)} CANCEL(s) from the gateway "
+                            f"{at_proxy[:1]} and relays a CANCEL only when it matches the "
+                            f"INVITE transaction it forwarded (t_check_trans: same Via branch "
+                            f"and CSeq number as the INVITE sent with Proxy-Authorization)")
+                    await asyncio.sleep(0.1)
+                print(f"bob received: {cancels[0]}")
+                closed = await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+                print(f"bob: CALL_CLOSED {closed.get('param')!r}")
+                assert bob_lines(bob, r"^SIP/2\.0 487 ", "out"), "bob sent no 487:\n" + \
+                    bob.log_text()[-3000:]
+                assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events())
+                await asyncio.sleep(1)
+                assert not jc.received("session-terminate"), jc.exchange_text()
+                assert not jc.received("session-accept"), jc.exchange_text()
+            except BaseException:
+                print_exchange(jc)
+                raise
+            print_exchange(jc)
+        finally:
+            await jc.close()
+
+    run(body())
+    assert_no_call_resources(gw)
+
+
+def test_sip_phone_declines_terminates_with_decline(prosody, kamailio, scripted_phone_factory,
+                                                    sip_gateway_factory, caller, tmp_path):
+    """carol (a scripted SIP phone: baresip 1.0.0 cannot answer 603) rings, then declines with
+    603: the XMPP caller gets <ringing/>, then session-terminate <decline/> with 603 in <text/>;
+    the gateway ACKs the 603."""
+    carol = scripted_phone_factory("carol", final=(603, "Decline"), ring_seconds=1.0)
+    gw = sip_gateway_factory()
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            try:
+                reply = await jc.call(f"carol*sip.test@{GATEWAY_JID}/gw")
+                assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
+                term = await jc.wait_for("session-terminate", timeout=15)
+                cond, text = reason_of(term)
+                print(f"session-terminate: reason {cond}, text {text!r}; carol sent {carol.sent}")
+                assert [j for j in jc.received("session-info")
+                        if j.find(q(NS_RTP_INFO, "ringing")) is not None], jc.exchange_text()
+                assert cond == "decline", to_xml(term)
+                assert text is not None and text.startswith("603"), to_xml(term)
+                assert not jc.received("session-accept")
+                await blocking(carol.wait_request, "ACK", timeout=5)
+            except BaseException:
+                print_exchange(jc)
+                raise
+            print_exchange(jc)
+        finally:
+            await jc.close()
+
+    run(body())
+    assert_no_call_resources(gw)
