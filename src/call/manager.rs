@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::presence::{Presences, Ring, Update};
 use super::sdp_media::{self, SessionVersion, SrtpPolicy};
 use crate::media::bridge::{
     Bridge, BridgeEvent, BridgeLocal, Direction as LegDirection, LegCodecs, LegKind, MediaEngine,
@@ -242,6 +243,10 @@ pub struct CallManager {
     timer_rx: Option<mpsc::UnboundedReceiver<CallKey>>,
     next: u64,
     stats: CallStats,
+    /// Users' devices seen available, and their capabilities.
+    presences: Presences,
+    /// Our disco#info queries for caps: IQ id → ver.
+    disco_pending: HashMap<String, String>,
     /// Set by a graceful shutdown (`POST /about/shutdown`): calls in progress go on, new ones
     /// are refused.
     draining: Arc<AtomicBool>,
@@ -282,6 +287,8 @@ impl CallManager {
                 next: 0,
                 stats: CallStats::default(),
                 draining: Arc::new(AtomicBool::new(false)),
+                presences: Presences::default(),
+                disco_pending: HashMap::new(),
             },
             bridge_rx,
         )
@@ -392,7 +399,23 @@ impl CallManager {
     async fn on_stanza(&mut self, el: Element) {
         match (el.name(), el.attr("type")) {
             ("iq", Some("set")) => self.on_jingle_iq(el).await,
-            ("iq", Some("error")) => self.on_iq_error(&el).await,
+            ("iq", Some("error")) => {
+                if let Some(id) = el.attr("id")
+                    && self.disco_pending.remove(id).is_some()
+                {
+                    return; // a device that does not answer disco: its caps stay unknown
+                }
+                self.on_iq_error(&el).await
+            }
+            ("iq", Some("result")) => {
+                if let Some(ver) = el.attr("id").and_then(|id| self.disco_pending.remove(id)) {
+                    let known = el
+                        .get_child("query", crate::xmpp::stanza::NS_DISCO_INFO)
+                        .is_some_and(|q| self.presences.on_disco_info(&ver, q));
+                    debug!(%ver, known, "caps learnt");
+                }
+            }
+            ("presence", _) => self.on_presence(&el).await,
             ("message", Some("error")) => self.on_message_error(&el).await,
             ("message", _) => self.on_jmi(&el).await,
             _ => {}
@@ -474,6 +497,57 @@ impl CallManager {
             // <accept/> (legacy, to one's own bare JID), <retract/> and <finish/> from the
             // callee carry nothing for us: the session's own actions end it.
             _ => {}
+        }
+    }
+
+    /// A user's device came or went.
+    async fn on_presence(&mut self, p: &Element) {
+        match self.presences.on_presence(p) {
+            Update::Available(Some((full, node, ver))) => {
+                if self.disco_pending.values().any(|v| *v == ver) || self.disco_pending.len() > 256
+                {
+                    return;
+                }
+                self.next += 1;
+                let id = format!("{CALL_IQ_PREFIX}disco-{}", self.next);
+                let mut iq = elem(
+                    "iq",
+                    NS_CLIENT,
+                    &[
+                        ("type", Some("get")),
+                        ("id", Some(&id)),
+                        ("from", Some(&self.cfg.component)),
+                        ("to", Some(&full)),
+                    ],
+                );
+                iq.append_child(elem(
+                    "query",
+                    crate::xmpp::stanza::NS_DISCO_INFO,
+                    &[("node", Some(&format!("{node}#{ver}")))],
+                ));
+                self.disco_pending.insert(id, ver);
+                self.send(iq);
+            }
+            Update::Unavailable(full) => {
+                // Its calls cannot go on: the SIP side hears that the user is gone.
+                let keys: Vec<CallKey> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.peer == full)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in keys {
+                    info!(%full, "the XMPP device of a call went offline; ending the call");
+                    let end = SipEnd::code(480)
+                        .phrase("Temporarily Unavailable (the XMPP user went offline)")
+                        .reason("XMPP;text=\"the XMPP user went offline\"");
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.outcome.get_or_insert(Outcome::Failed);
+                    }
+                    self.end(key, None, Some(end)).await;
+                }
+            }
+            Update::Available(None) | Update::Nothing => {}
         }
     }
 
@@ -617,6 +691,23 @@ impl CallManager {
                     &iq,
                     JingleErrorCondition::UnsupportedInfo,
                 )),
+                Some(SessionInfo::Ringing) => {
+                    // XEP-0167 §7.2: the callee's device rings (a session-initiate without JMI).
+                    self.send(reply(&iq, "result"));
+                    if let Some(call) = self.calls.get_mut(&key)
+                        && call.inbound()
+                        && !call.ringing_sent
+                        && let Some(id) = call.sip
+                    {
+                        call.ringing_sent = true;
+                        self.sip_command(CallCommand::Ring {
+                            id,
+                            code: 180,
+                            sdp: None,
+                        })
+                        .await;
+                    }
+                }
                 Some(info @ (SessionInfo::Hold | SessionInfo::Unhold | SessionInfo::Active)) => {
                     self.send(reply(&iq, "result"));
                     self.set_hold(key, info == SessionInfo::Hold).await;
@@ -934,14 +1025,22 @@ impl CallManager {
         if let Some(name) = from_display.as_deref().filter(|n| !n.is_empty()) {
             propose.append_child(text_elem("nick", NS_NICK, name));
         }
-        self.send(propose);
+        // Devices that do Jingle audio but not JMI (as far as their verified caps tell) get
+        // session-initiate straight away; otherwise every device rings with the propose.
+        let direct = match self.presences.ring(&callee) {
+            Ring::Direct(full) => Some(full),
+            Ring::Propose => {
+                self.send(propose);
+                None
+            }
+        };
         let timer = self.timer_tx.clone();
         let ring = self.cfg.ring_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(ring).await;
             let _ = timer.send(key);
         });
-        info!(%sid, %from, %callee, "call SIP → XMPP: ringing the XMPP user");
+        info!(%sid, %from, %callee, direct = ?direct, "call SIP → XMPP: ringing the XMPP user");
         self.stats.started_from_sip += 1;
         self.by_sip.insert(id, key);
         self.by_jmi.insert(sid.clone(), key);
@@ -975,10 +1074,10 @@ impl CallManager {
                 sid,
                 dir: Direction::FromSip {
                     callee: callee.clone(),
-                    proposing: true,
+                    proposing: direct.is_none(),
                     propose_id,
                 },
-                peer: callee,
+                peer: direct.clone().unwrap_or(callee),
                 us,
                 bridge,
                 local,
@@ -1004,6 +1103,11 @@ impl CallManager {
                 held_by_sip: false,
             },
         );
+        if let Some(full) = direct {
+            self.by_sid
+                .insert((full, self.calls[&key].sid.clone()), key);
+            self.initiate(key);
+        }
     }
 
     /// A device of the callee proceeded: send it our session-initiate.

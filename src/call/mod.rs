@@ -2,4 +2,5 @@
 //! bridge.
 
 pub mod manager;
+pub mod presence;
 pub mod sdp_media;

@@ -382,6 +382,14 @@ impl Link {
                             });
                         }
                         self.metrics.stanza_in(Kind::of(&el));
+                        // The call layer watches users' presence (which devices are there and
+                        // what they can do); the router still answers it.
+                        if el.name() == "presence"
+                            && let Some(calls) = &self.calls
+                            && calls.try_send(el.clone()).is_err()
+                        {
+                            debug!("call layer not taking presence");
+                        }
                         match &self.calls {
                             Some(calls) if is_call_signalling(&el) => {
                                 if let Err(e) = calls.try_send(el) {
