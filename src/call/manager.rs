@@ -115,6 +115,8 @@ struct Call {
     on_hold: bool,
     /// The SIP side holds us (its last offer left us receiving only, or nothing).
     held_by_sip: bool,
+    /// The id of our session-initiate / session-accept: an error to it ends the call.
+    session_iq: Option<String>,
     session: SessionVersion,
     ringing_sent: bool,
     accepted: bool,
@@ -130,6 +132,15 @@ impl Call {
 }
 
 type CallKey = u64;
+
+/// Delayed work for a call.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// `calls.ring_timeout` is up.
+    Ring(CallKey),
+    /// Try the hold/resume re-INVITE again (after 491 glare or 500, RFC 3261 §14.1).
+    Resync(CallKey),
+}
 
 /// How a call ended, for the counters (`xsg_calls_total{outcome=…}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,8 +250,8 @@ pub struct CallManager {
     /// SIP → XMPP calls by JMI id (= sid): a device's ringing/proceed/reject finds its call.
     by_jmi: HashMap<String, CallKey>,
     bridge_tx: mpsc::UnboundedSender<(CallKey, BridgeEvent)>,
-    timer_tx: mpsc::UnboundedSender<CallKey>,
-    timer_rx: Option<mpsc::UnboundedReceiver<CallKey>>,
+    timer_tx: mpsc::UnboundedSender<Timer>,
+    timer_rx: Option<mpsc::UnboundedReceiver<Timer>>,
     next: u64,
     stats: CallStats,
     /// Users' devices seen available, and their capabilities.
@@ -320,7 +331,10 @@ impl CallManager {
                 Some(el) = stanzas.recv() => self.on_stanza(el).await,
                 Some(ev) = sip_events.recv() => self.on_sip(ev).await,
                 Some((key, ev)) = bridge_rx.recv() => self.on_bridge(key, ev).await,
-                Some(key) = timers.recv() => self.on_ring_timeout(key).await,
+                Some(t) = timers.recv() => match t {
+                    Timer::Ring(key) => self.on_ring_timeout(key).await,
+                    Timer::Resync(key) => self.sync_hold(key).await,
+                },
             }
             self.publish(&stats);
         }
@@ -455,7 +469,7 @@ impl CallManager {
         else {
             return;
         };
-        if bare(from) != callee.as_str() {
+        if !bare(from).eq_ignore_ascii_case(callee) {
             warn!(%from, callee = %callee, "JMI answer from someone other than the callee; ignored");
             return;
         }
@@ -489,6 +503,23 @@ impl CallManager {
                     .as_ref()
                     .is_some_and(|r| r.condition == ReasonCondition::Busy);
                 let code = if busy { 486 } else { 603 };
+                if !*proposing {
+                    // A session is under way with the device that proceeded: only it may end
+                    // the call, and then its session ends too.
+                    if from != call.peer {
+                        debug!(%from, "<reject/> from another device after a proceed; ignored");
+                        return;
+                    }
+                    let cond = if busy {
+                        ReasonCondition::Busy
+                    } else {
+                        ReasonCondition::Decline
+                    };
+                    info!(%from, code, "the XMPP user rejected the call");
+                    self.end(key, Some(Reason::new(cond)), Some(SipEnd::code(code)))
+                        .await;
+                    return;
+                }
                 info!(%from, code, "the XMPP user rejected the call");
                 // No retract: the reject already told the callee's other devices (carbons).
                 *proposing = false;
@@ -504,9 +535,12 @@ impl CallManager {
     async fn on_presence(&mut self, p: &Element) {
         match self.presences.on_presence(p) {
             Update::Available(Some((full, node, ver))) => {
-                if self.disco_pending.values().any(|v| *v == ver) || self.disco_pending.len() > 256
-                {
+                if self.disco_pending.values().any(|v| *v == ver) {
                     return;
+                }
+                if self.disco_pending.len() > 256 {
+                    // Queries nobody answered: forget them rather than stop learning.
+                    self.disco_pending.clear();
                 }
                 self.next += 1;
                 let id = format!("{CALL_IQ_PREFIX}disco-{}", self.next);
@@ -555,7 +589,16 @@ impl CallManager {
     async fn on_message_error(&mut self, msg: &Element) {
         let Some(id) = msg.attr("id") else { return };
         let key = self.calls.iter().find_map(|(k, c)| match &c.dir {
-            Direction::FromSip { propose_id, .. } if propose_id == id => Some(*k),
+            // Only a bounce from the callee's side while still proposing means anything.
+            Direction::FromSip {
+                propose_id,
+                proposing: true,
+                callee,
+            } if propose_id == id
+                && bare(msg.attr("from").unwrap_or_default()).eq_ignore_ascii_case(callee) =>
+            {
+                Some(*k)
+            }
             _ => None,
         });
         let Some(key) = key else { return };
@@ -598,32 +641,36 @@ impl CallManager {
     }
 
     async fn on_iq_error(&mut self, iq: &Element) {
-        // An error to one of our session-* IQs: the client gave up on the session.
+        // Only an error to the IQ that opens the session for the peer (our session-initiate or
+        // session-accept) means it refused the call; errors to session-info and the like
+        // change nothing.
         let Some(id) = iq.attr("id") else { return };
-        debug!(id, "error reply to call signalling");
-        let from = iq.attr("from").unwrap_or_default().to_string();
+        let from = iq.attr("from").unwrap_or_default();
         let key = self
             .calls
             .iter()
-            .find(|(_, c)| c.peer == from)
+            .find(|(_, c)| c.session_iq.as_deref() == Some(id) && c.peer == from)
             .map(|(k, _)| *k);
-        if let Some(key) = key
-            && !self.calls.get(&key).is_some_and(|c| c.accepted)
-        {
-            if let Some(c) = self.calls.get_mut(&key) {
-                c.outcome = Some(Outcome::Failed);
-            }
-            self.end(
-                key,
-                None,
-                Some(
-                    SipEnd::code(480)
-                        .phrase("Temporarily Unavailable (the XMPP client refused the session)"),
-                ),
-            )
-            .await;
+        let Some(key) = key else {
+            debug!(id, "error reply to call signalling; ignored");
+            return;
+        };
+        info!(%from, "the XMPP client refused the session; ending the call");
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.outcome = Some(Outcome::Failed);
         }
+        self.end(
+            key,
+            None,
+            Some(
+                SipEnd::code(480)
+                    .phrase("Temporarily Unavailable (the XMPP client refused the session)")
+                    .reason("XMPP;text=\"the XMPP client refused the session\""),
+            ),
+        )
+        .await;
     }
+
     async fn on_jingle_iq(&mut self, iq: Element) {
         let parsed = match Jingle::from_iq(&iq) {
             Some(Ok(j)) => j,
@@ -896,6 +943,7 @@ impl CallManager {
                 want_hold: false,
                 on_hold: false,
                 held_by_sip: false,
+                session_iq: None,
             },
         );
     }
@@ -1038,7 +1086,7 @@ impl CallManager {
         let ring = self.cfg.ring_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(ring).await;
-            let _ = timer.send(key);
+            let _ = timer.send(Timer::Ring(key));
         });
         info!(%sid, %from, %callee, direct = ?direct, "call SIP → XMPP: ringing the XMPP user");
         self.stats.started_from_sip += 1;
@@ -1101,6 +1149,7 @@ impl CallManager {
                 want_hold: false,
                 on_hold: false,
                 held_by_sip: false,
+                session_iq: None,
             },
         );
         if let Some(full) = direct {
@@ -1129,6 +1178,9 @@ impl CallManager {
         let id = self.iq_id();
         debug!(%peer, "session-initiate to the device that proceeded");
         self.send(init.to_iq(NS_CLIENT, &id, &us, &peer));
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.session_iq = Some(id);
+        }
     }
 
     /// The XMPP callee accepted: start the WebRTC leg, answer the SIP caller with 200.
@@ -1220,6 +1272,7 @@ impl CallManager {
             setup_ms = elapsed.as_millis() as u64,
             "call SIP → XMPP answered: 200 OK sent"
         );
+        self.sync_hold(key).await;
     }
 
     /// The callee's session-accept cannot be used: end both sides.
@@ -1315,6 +1368,7 @@ impl CallManager {
                     return;
                 }
                 self.accept(key);
+                self.sync_hold(key).await;
             }
             UaEvent::Reoffer { id, sdp } => {
                 let Some(key) = self.by_sip.get(&id).copied() else {
@@ -1437,6 +1491,9 @@ impl CallManager {
         let id = self.iq_id();
         self.send(accept.to_iq(NS_CLIENT, &id, &us, &peer));
         if let Some(c) = self.calls.get_mut(&key) {
+            c.session_iq = Some(id);
+        }
+        if let Some(c) = self.calls.get_mut(&key) {
             c.accepted = true;
         }
         self.count_answered(elapsed);
@@ -1503,24 +1560,42 @@ impl CallManager {
             .await;
             return;
         }
-        if !(200..300).contains(&code) {
-            // The session stays as it was (RFC 3261 §14.1); a later hold/resume tries again.
-            warn!(code, hold, "the SIP side refused our re-INVITE");
+        if code == 491 || code == 500 || code == 503 {
+            // Glare or a busy peer (RFC 3261 §14.1): the session stays as it was; try again
+            // after 2.1–4 s.
+            info!(code, hold, "re-INVITE not taken now; trying again shortly");
+            let timer = self.timer_tx.clone();
+            let delay = Duration::from_millis(2100 + rand::random::<u64>() % 1900);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = timer.send(Timer::Resync(key));
+            });
             return;
         }
-        let applied = SessionDescription::parse(sdp)
+        if !(200..300).contains(&code) {
+            // Refused for good: the session stays as it was, and we stop asking (the next
+            // hold/resume from the XMPP side tries again).
+            warn!(code, hold, "the SIP side refused our re-INVITE");
+            call.want_hold = call.on_hold;
+            return;
+        }
+        // The 2xx ends this offer/answer either way: what we offered is our last SDP (and its
+        // version the one to go on from), even when the answer is unusable — asking again
+        // would only loop.
+        call.on_hold = hold;
+        call.session.version = call.session.version.max(offer.origin.session_version);
+        match SessionDescription::parse(sdp)
             .map_err(|e| e.to_string())
-            .and_then(|a| sdp_media::sip_remote_from_answer(&a, &offer).map_err(|e| e.to_string()));
-        match applied {
+            .and_then(|a| sdp_media::sip_remote_from_answer(&a, &offer).map_err(|e| e.to_string()))
+        {
             Ok(remote) => {
                 if let Err(e) = call.bridge.set_sip_remote(remote).await {
                     warn!("bridge refused the re-INVITE answer: {e}");
                 }
-                call.on_hold = hold;
-                call.sip_local = Some(offer);
             }
-            Err(e) => warn!("unusable answer to our re-INVITE: {e}"),
+            Err(e) => warn!("unusable answer to our re-INVITE (media unchanged): {e}"),
         }
+        call.sip_local = Some(offer);
         self.sync_hold(key).await;
     }
 

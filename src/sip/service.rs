@@ -407,7 +407,16 @@ pub async fn start(
                         CallCommand::Reject { id, code, phrase } => ua.reject(id, code, phrase.as_deref(), now),
                         CallCommand::Hangup { id, code, reason } => ua.hangup(id, code, reason.as_deref(), now),
                         CallCommand::AnswerReinvite { id, sdp } => ua.answer_reinvite(id, sdp, now),
-                        CallCommand::Reinvite { id, sdp } => ua.reinvite(id, sdp, now),
+                        CallCommand::Reinvite { id, sdp } => {
+                            let r = ua.reinvite(id, sdp, now);
+                            if r.is_err()
+                                && let Some(tx) = call_events.as_ref()
+                            {
+                                // Not sent: the call layer must not wait for an answer.
+                                let _ = tx.send(UaEvent::ReinviteAnswered { id, code: 500, sdp: Vec::new() });
+                            }
+                            r
+                        }
                         CallCommand::RejectReinvite { id, code } => ua.reject_reinvite(id, code, now),
                     };
                     if let Err(e) = result {

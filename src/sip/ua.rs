@@ -275,6 +275,8 @@ impl UserAgent {
     /// Un-registers; the driver keeps running until [`UserAgent::is_idle`] or a deadline.
     pub fn shutdown(&mut self, now: Instant) {
         self.keepalive_due = None;
+        // The call layer has stopped: new INVITEs get 480 instead of waiting for it.
+        self.s.accept_calls = false;
         if let Some(r) = self.registration.as_mut() {
             r.unregister(now);
         }
@@ -701,8 +703,23 @@ impl UserAgent {
 
     /// A new INVITE for the call layer.
     fn incoming_call(&mut self, key: TransactionKey, req: Request, from: Peer) {
-        let id = RequestId(self.fresh());
         let local_tag = self.tag();
+        // An INVITE that cannot make a dialog (no Contact, no From tag…) could be answered but
+        // never ACKed or hung up: refuse it before anyone rings.
+        if let Err(e) = Dialog::from_uas(&req, &local_tag) {
+            debug!(error = %e, "INVITE cannot form a dialog; 400");
+            let resp = response_to(
+                &req,
+                400,
+                Some("Bad Request (no dialog possible)"),
+                Some(&local_tag),
+            );
+            if let Err(e) = self.table.send_response(&key, resp, Instant::now()) {
+                debug!(error = %e, "cannot answer the INVITE");
+            }
+            return;
+        }
+        let id = RequestId(self.fresh());
         let header_value = |name: &str| {
             req.headers.iter().find_map(|h| match h {
                 Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.trim().to_string()),
@@ -820,9 +837,7 @@ impl UserAgent {
     /// Answers the server transaction `key` with `code` (plus the headers that code needs).
     fn respond(&mut self, key: &TransactionKey, req: &Request, code: u16, now: Instant) {
         let phrase = match code {
-            480 if req.method == Method::Invite => {
-                "Temporarily Unavailable (calls are not bridged yet)"
-            }
+            480 if req.method == Method::Invite => "Temporarily Unavailable (not taking calls now)",
             480 => "Temporarily Unavailable (messages are not bridged yet)",
             403 => "Forbidden (not a trusted peer)",
             c => reason_phrase(c),
@@ -1444,7 +1459,7 @@ impl UserAgent {
         let contact = self.s.contact.clone();
         let user_agent = self.s.user_agent.clone();
         let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
-        if call.reinvite_out || call.pending_reinvite.is_some() {
+        if call.reinvite_out || call.pending_reinvite.is_some() || call.reinvites.incoming {
             return Err(UaError::WrongState("a re-INVITE is already in progress"));
         }
         if call.bye_sent {
@@ -1463,9 +1478,12 @@ impl UserAgent {
         let (h, b) = (&mut req.headers, &mut req.body);
         message::set_body(h, b, sdp);
         call.reinvite_out = true;
+        // RFC 3261 §14.2: while ours is pending, theirs gets 491.
+        call.reinvites.outgoing = true;
         if let Err(e) = self.send_client(req, hop, Purpose::Reinvite(id), now) {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.reinvite_out = false;
+                c.reinvites.outgoing = false;
             }
             warn!(error = %e, "cannot send re-INVITE");
             return Err(UaError::WrongState("cannot send the re-INVITE"));
@@ -1549,6 +1567,8 @@ impl UserAgent {
             .pending_reinvite
             .take()
             .ok_or(UaError::WrongState("no re-INVITE is waiting for an answer"))?;
+        // Its ACK is absorbed by the server transaction: the re-INVITE is over now.
+        call.reinvites.incoming = false;
         let tag = call.dialog.as_ref().map(|d| d.id.local_tag.clone());
         let resp = response_to(&req, code, Some(reason_phrase(code)), tag.as_deref());
         if let Err(e) = self.table.send_response(&key, resp, now) {
@@ -1677,6 +1697,8 @@ impl UserAgent {
         }
         call.bye_sent = true;
         let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            // Nothing to send a BYE in: the call is over as far as we can tell.
+            self.end_call(id, None, false);
             return;
         };
         match dialog.request(Method::Bye, None, &self.s.user_agent) {
@@ -1755,6 +1777,7 @@ impl UserAgent {
             Some(Purpose::Reinvite(id)) => {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.reinvite_out = false;
+                    c.reinvites.outgoing = false;
                 }
                 self.out
                     .push_back(UaOutput::Event(UaEvent::ReinviteAnswered {
@@ -2536,6 +2559,67 @@ mod tests {
         let (sent, _) = drain(&mut u);
         let bye = sent.iter().find(|m| m.starts_with("BYE ")).expect("BYE");
         assert_eq!(header(bye, "CSeq"), "2 BYE");
+    }
+
+    #[test]
+    fn incoming_invite_that_cannot_form_a_dialog_is_refused_400_before_ringing() {
+        let mut u = accepting_ua();
+        let now = Instant::now();
+        let invite =
+            incoming_invite("nocontact").replace("Contact: <sip:bob@127.0.0.1:5080>\r\n", "");
+        u.on_inbound(invite.as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(events.is_empty(), "nobody rings: {events:?}");
+        assert!(
+            sent.iter().any(|m| m.starts_with("SIP/2.0 400")),
+            "{sent:?}"
+        );
+        assert_eq!(u.active_calls(), 0);
+    }
+
+    #[test]
+    fn a_refused_reinvite_does_not_block_the_next_one() {
+        let mut u = accepting_ua();
+        let now = Instant::now();
+        u.on_inbound(incoming_invite("rr").as_bytes(), phone(), now);
+        let (_, events) = drain(&mut u);
+        let [UaEvent::Incoming { id, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        let id = *id;
+        u.answer(id, OFFER.as_bytes().to_vec(), now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let to = header(
+            sent.iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap(),
+            "To",
+        )
+        .to_string();
+        let in_dialog = |method: &str, branch: &str, cseq: u32, body: &str| {
+            format!(
+                "{method} sip:gateway@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: {to}\r\nCall-ID: rr@h\r\nCSeq: {cseq} {method}\r\nContact: <sip:bob@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        u.on_inbound(in_dialog("ACK", "a1", 1, "").as_bytes(), phone(), now);
+        drain(&mut u);
+        for (n, branch) in [(2, "re1"), (3, "re2")] {
+            u.on_inbound(
+                in_dialog("INVITE", branch, n, OFFER).as_bytes(),
+                phone(),
+                now,
+            );
+            let (_, events) = drain(&mut u);
+            assert!(
+                matches!(&events[..], [UaEvent::Reoffer { .. }]),
+                "re-INVITE {n} reaches the call layer: {events:?}"
+            );
+            u.reject_reinvite(id, 488, now).unwrap();
+            let (sent, _) = drain(&mut u);
+            assert!(
+                sent.iter().any(|m| m.starts_with("SIP/2.0 488")),
+                "{sent:?}"
+            );
+        }
     }
 
     #[test]
