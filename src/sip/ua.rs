@@ -164,8 +164,6 @@ struct ProbeCall {
     hold: Option<Duration>,
     /// The INVITE we received, until we answer it finally.
     uas: Option<UasInvite>,
-    /// True while our own re-INVITE waits for its final response.
-    reinvite_out: bool,
     /// A re-INVITE waiting for the call layer's answer.
     pending_reinvite: Option<(TransactionKey, Request)>,
     /// A 1xx arrived for our INVITE (CANCEL may be sent from then on, RFC 3261 §9.1).
@@ -770,7 +768,6 @@ impl UserAgent {
                 bye_due: None,
                 bye_sent: false,
                 reinvites: Reinvites::default(),
-                reinvite_out: false,
                 uas_2xx: None,
                 sdp: Vec::new(),
                 bye_reason: None,
@@ -1222,7 +1219,6 @@ impl UserAgent {
                 bye_due: None,
                 bye_sent: false,
                 reinvites: Reinvites::default(),
-                reinvite_out: false,
                 uas_2xx: None,
                 sdp: req.body.clone(),
                 bye_reason: None,
@@ -1459,7 +1455,7 @@ impl UserAgent {
         let contact = self.s.contact.clone();
         let user_agent = self.s.user_agent.clone();
         let call = self.calls.get_mut(&id).ok_or(UaError::UnknownCall)?;
-        if call.reinvite_out || call.pending_reinvite.is_some() || call.reinvites.incoming {
+        if call.reinvites.outgoing || call.pending_reinvite.is_some() || call.reinvites.incoming {
             return Err(UaError::WrongState("a re-INVITE is already in progress"));
         }
         if call.bye_sent {
@@ -1477,12 +1473,10 @@ impl UserAgent {
             .push(rsip::headers::ContentType::new("application/sdp").into());
         let (h, b) = (&mut req.headers, &mut req.body);
         message::set_body(h, b, sdp);
-        call.reinvite_out = true;
         // RFC 3261 §14.2: while ours is pending, theirs gets 491.
         call.reinvites.outgoing = true;
         if let Err(e) = self.send_client(req, hop, Purpose::Reinvite(id), now) {
             if let Some(c) = self.calls.get_mut(&id) {
-                c.reinvite_out = false;
                 c.reinvites.outgoing = false;
             }
             warn!(error = %e, "cannot send re-INVITE");
@@ -1499,30 +1493,19 @@ impl UserAgent {
             return;
         };
         if (200..300).contains(&code) {
-            let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            let Some(dialog) = call.dialog.as_mut() else {
                 return;
             };
             if let Some(n) = super::dialog::cseq_of(&resp.headers) {
                 dialog.invite_cseq = n;
             }
-            if let Ok(mut ack) = dialog.ack(&self.s.user_agent) {
-                let mut headers = rsip::Headers::default();
-                headers.push(self.via(hop.proto));
-                for h in ack.headers.iter() {
-                    headers.push(h.clone());
-                }
-                ack.headers = headers;
-                self.out.push_back(UaOutput::Send {
-                    to: hop,
-                    bytes: message::to_bytes(&ack.into()),
-                });
-            }
+            self.send_ack(id);
         }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if call.reinvite_out {
-            call.reinvite_out = false;
+        // Reported once: 2xx retransmissions only get their ACK.
+        if std::mem::take(&mut call.reinvites.outgoing) {
             self.out
                 .push_back(UaOutput::Event(UaEvent::ReinviteAnswered {
                     id,
@@ -1654,22 +1637,10 @@ impl UserAgent {
             }
         }
         // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
-        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+        if call.dialog.is_none() || call.hop.is_none() {
             return;
-        };
-        if let Ok(ack) = dialog.ack(&self.s.user_agent) {
-            let mut msg = ack;
-            let mut headers = rsip::Headers::default();
-            headers.push(self.via(hop.proto));
-            for h in msg.headers.iter() {
-                headers.push(h.clone());
-            }
-            msg.headers = headers;
-            self.out.push_back(UaOutput::Send {
-                to: hop,
-                bytes: message::to_bytes(&msg.into()),
-            });
         }
+        self.send_ack(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1685,6 +1656,29 @@ impl UserAgent {
                 }));
             }
         }
+    }
+
+    /// ACKs a 2xx to the INVITE (or re-INVITE) of call `id`'s dialog, with a fresh Via.
+    fn send_ack(&mut self, id: RequestId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            return;
+        };
+        let Ok(mut ack) = dialog.ack(&self.s.user_agent) else {
+            return;
+        };
+        let mut headers = rsip::Headers::default();
+        headers.push(self.via(hop.proto));
+        for h in ack.headers.iter() {
+            headers.push(h.clone());
+        }
+        ack.headers = headers;
+        self.out.push_back(UaOutput::Send {
+            to: hop,
+            bytes: message::to_bytes(&ack.into()),
+        });
     }
 
     fn send_bye(&mut self, id: RequestId, now: Instant) {
@@ -1776,7 +1770,6 @@ impl UserAgent {
             Some(Purpose::Cancel(_)) => {}
             Some(Purpose::Reinvite(id)) => {
                 if let Some(c) = self.calls.get_mut(&id) {
-                    c.reinvite_out = false;
                     c.reinvites.outgoing = false;
                 }
                 self.out
@@ -2554,6 +2547,19 @@ mod tests {
         let (sent, events) = drain(&mut u);
         assert!(sent.iter().any(|m| m.starts_with("ACK ")), "{sent:?}");
         assert!(events.is_empty(), "{events:?}");
+        // Ours is over: the phone's own re-INVITE reaches the call layer (no 491 glare).
+        let theirs = format!(
+            "INVITE sip:gateway@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKtheirs\r\nMax-Forwards: 70\r\nFrom: \"Bob\" <sip:bob@sip.test>;tag=b1\r\nTo: {to}\r\nCall-ID: rei@h\r\nCSeq: 2 INVITE\r\nContact: <sip:bob@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            OFFER.len()
+        );
+        u.on_inbound(theirs.as_bytes(), phone(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(
+            matches!(&events[..], [UaEvent::Reoffer { .. }]),
+            "{events:?} {sent:?}"
+        );
+        u.reject_reinvite(id, 488, now).unwrap();
+        drain(&mut u);
         // The next in-dialog request takes the next CSeq.
         u.hangup(id, 480, None, now).unwrap();
         let (sent, _) = drain(&mut u);
