@@ -376,6 +376,14 @@ impl CallManager {
         }
     }
 
+    /// Sends `session-terminate` with `reason` for session `sid`, from `us` to `peer`.
+    fn send_terminate(&mut self, sid: &str, us: &str, peer: &str, reason: Reason) {
+        let mut t = Jingle::new(Action::SessionTerminate, sid);
+        t.reason = Some(reason);
+        let id = self.iq_id();
+        self.send(t.to_iq(NS_CLIENT, &id, us, peer));
+    }
+
     /// A `<message/>` carrying one JMI element (XEP-0353), with the hints that keep it out of
     /// message archives but let it reach every device (and offline storage: a missed call).
     fn jmi_message(from: &str, to: &str, id: Option<&str>, jmi: JmiMessage) -> Element {
@@ -474,17 +482,7 @@ impl CallManager {
             return;
         }
         match jmi.kind {
-            JmiKind::Ringing if !call.ringing_sent => {
-                call.ringing_sent = true;
-                if let Some(id) = call.sip {
-                    self.sip_command(CallCommand::Ring {
-                        id,
-                        code: 180,
-                        sdp: None,
-                    })
-                    .await;
-                }
-            }
+            JmiKind::Ringing => self.ring_sip(key).await,
             JmiKind::Proceed => {
                 if !*proposing {
                     // Another device of the callee proceeded first (or a repeat): the session
@@ -575,13 +573,28 @@ impl CallManager {
                     let end = SipEnd::code(480)
                         .phrase("Temporarily Unavailable (the XMPP user went offline)")
                         .reason("XMPP;text=\"the XMPP user went offline\"");
-                    if let Some(c) = self.calls.get_mut(&key) {
-                        c.outcome.get_or_insert(Outcome::Failed);
-                    }
-                    self.end(key, None, Some(end)).await;
+                    self.fail(key, None, Some(end)).await;
                 }
             }
             Update::Available(None) | Update::Nothing => {}
+        }
+    }
+
+    /// The XMPP callee's device rings (JMI `<ringing/>` or session-info): 180 to the SIP
+    /// caller, once.
+    async fn ring_sip(&mut self, key: CallKey) {
+        if let Some(call) = self.calls.get_mut(&key)
+            && call.inbound()
+            && !call.ringing_sent
+            && let Some(id) = call.sip
+        {
+            call.ringing_sent = true;
+            self.sip_command(CallCommand::Ring {
+                id,
+                code: 180,
+                sdp: None,
+            })
+            .await;
         }
     }
 
@@ -622,10 +635,7 @@ impl CallManager {
         {
             *proposing = false; // nothing to retract
         }
-        if let Some(c) = self.calls.get_mut(&key) {
-            c.outcome = Some(Outcome::Failed);
-        }
-        self.end(
+        self.fail(
             key,
             None,
             Some(SipEnd::code(code).phrase(format!(
@@ -656,10 +666,7 @@ impl CallManager {
             return;
         };
         info!(%from, "the XMPP client refused the session; ending the call");
-        if let Some(c) = self.calls.get_mut(&key) {
-            c.outcome = Some(Outcome::Failed);
-        }
-        self.end(
+        self.fail(
             key,
             None,
             Some(
@@ -741,19 +748,7 @@ impl CallManager {
                 Some(SessionInfo::Ringing) => {
                     // XEP-0167 §7.2: the callee's device rings (a session-initiate without JMI).
                     self.send(reply(&iq, "result"));
-                    if let Some(call) = self.calls.get_mut(&key)
-                        && call.inbound()
-                        && !call.ringing_sent
-                        && let Some(id) = call.sip
-                    {
-                        call.ringing_sent = true;
-                        self.sip_command(CallCommand::Ring {
-                            id,
-                            code: 180,
-                            sdp: None,
-                        })
-                        .await;
-                    }
+                    self.ring_sip(key).await;
                 }
                 Some(info @ (SessionInfo::Hold | SessionInfo::Unhold | SessionInfo::Active)) => {
                     self.send(reply(&iq, "result"));
@@ -811,51 +806,51 @@ impl CallManager {
             return;
         };
         self.send(reply(&iq, "result"));
-        let terminate = |reason: Reason| {
-            let mut t = Jingle::new(Action::SessionTerminate, j.sid.clone());
-            t.reason = Some(reason);
-            t
-        };
+        let sid = j.sid.clone();
         if self.is_draining() {
-            let t = terminate(
+            self.send_terminate(
+                &sid,
+                &to,
+                &from,
                 Reason::new(ReasonCondition::Gone)
                     .with_text("503 Service Unavailable (the gateway is shutting down)"),
             );
-            let id = self.iq_id();
-            self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
             return;
         }
         let remote = match jingle::remote_description(transport) {
             Ok(r) => r,
             Err(e) => {
-                let t = terminate(
+                self.send_terminate(
+                    &sid,
+                    &to,
+                    &from,
                     Reason::new(ReasonCondition::FailedTransport).with_text(e.to_string()),
                 );
-                let id = self.iq_id();
-                self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
                 return;
             }
         };
         let webrtc_codecs = jingle::leg_codecs(desc);
         if webrtc_codecs.audio.is_empty() {
-            let t = terminate(
+            self.send_terminate(
+                &sid,
+                &to,
+                &from,
                 Reason::new(ReasonCondition::FailedApplication)
                     .with_text("no codec this gateway can use (Opus, G.722, PCMU, PCMA)"),
             );
-            let id = self.iq_id();
-            self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
             return;
         }
         let (mut bridge, local_desc) = match self.media.create_bridge(WebRtcRole::Answerer).await {
             Ok(b) => b,
             Err(e) => {
                 warn!("cannot allocate media for a call: {e}");
-                let t = terminate(
+                self.send_terminate(
+                    &sid,
+                    &to,
+                    &from,
                     Reason::new(ReasonCondition::GeneralError)
                         .with_text(format!("503 Service Unavailable (media: {e})")),
                 );
-                let id = self.iq_id();
-                self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
                 return;
             }
         };
@@ -863,10 +858,12 @@ impl CallManager {
             .set_webrtc_remote(remote, webrtc_codecs.clone())
             .await
         {
-            let t =
-                terminate(Reason::new(ReasonCondition::FailedTransport).with_text(e.to_string()));
-            let id = self.iq_id();
-            self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
+            self.send_terminate(
+                &sid,
+                &to,
+                &from,
+                Reason::new(ReasonCondition::FailedTransport).with_text(e.to_string()),
+            );
             bridge.close().await;
             return;
         }
@@ -904,11 +901,12 @@ impl CallManager {
                     _ => "the SIP side has stopped".to_string(),
                 };
                 warn!(%uri, %why, "cannot send the INVITE");
-                let t = terminate(
+                self.send_terminate(
+                    &sid,
+                    &to,
+                    &from,
                     Reason::new(ReasonCondition::GeneralError).with_text(format!("500 {why}")),
                 );
-                let id = self.iq_id();
-                self.send(t.to_iq(NS_CLIENT, &id, &to, &from));
                 bridge.close().await;
                 return;
             }
@@ -1278,10 +1276,7 @@ impl CallManager {
     /// The callee's session-accept cannot be used: end both sides.
     async fn fail_accept(&mut self, key: CallKey, why: &str) {
         warn!(%why, "unusable session-accept");
-        if let Some(c) = self.calls.get_mut(&key) {
-            c.outcome = Some(Outcome::Failed);
-        }
-        self.end(
+        self.fail(
             key,
             Some(Reason::new(ReasonCondition::FailedApplication).with_text(why.to_string())),
             Some(SipEnd::code(488).phrase(format!("Not Acceptable Here ({why})"))),
@@ -1351,10 +1346,7 @@ impl CallManager {
                     return;
                 };
                 if !self.apply_sip_answer(key, &sdp).await {
-                    if let Some(c) = self.calls.get_mut(&key) {
-                        c.outcome = Some(Outcome::Failed);
-                    }
-                    self.end(
+                    self.fail(
                         key,
                         Some(
                             Reason::new(ReasonCondition::FailedApplication)
@@ -1674,10 +1666,7 @@ impl CallManager {
                     ReasonCondition::ConnectivityError
                 };
                 let sip_reason = format!("SIP;cause=503;text=\"{}\"", reason.replace('"', "'"));
-                if let Some(c) = self.calls.get_mut(&key) {
-                    c.outcome = Some(Outcome::Failed);
-                }
-                self.end(
+                self.fail(
                     key,
                     Some(Reason::new(cond).with_text(reason)),
                     Some(SipEnd::code(503).reason(sip_reason)),
@@ -1690,6 +1679,14 @@ impl CallManager {
     }
 
     // ------------------------------------------------------------------ ending
+
+    /// [`Self::end`] for a call that failed (counted so when it was not answered).
+    async fn fail(&mut self, key: CallKey, jingle: Option<Reason>, sip: Option<SipEnd>) {
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.outcome.get_or_insert(Outcome::Failed);
+        }
+        self.end(key, jingle, sip).await;
+    }
 
     /// Ends a call on both sides and frees its media. `jingle`: the reason to tell the XMPP
     /// party (a `<retract/>` while we are still proposing, else `session-terminate`); `None`
@@ -1729,12 +1726,7 @@ impl CallManager {
                 };
                 self.send(Self::jmi_message(&call.us, callee, None, retract));
             }
-            (Some(r), _) => {
-                let mut t = Jingle::new(Action::SessionTerminate, call.sid.clone());
-                t.reason = Some(r);
-                let id = self.iq_id();
-                self.send(t.to_iq(NS_CLIENT, &id, &call.us, &call.peer));
-            }
+            (Some(r), _) => self.send_terminate(&call.sid, &call.us, &call.peer, r),
             (None, _) => {}
         }
         if let (Some(id), Some(end)) = (call.sip, sip) {

@@ -9,11 +9,9 @@ use std::collections::HashMap;
 
 use minidom::Element;
 
-use crate::xmpp::disco::NS_CAPS;
+use crate::xmpp::disco::{NS_CAPS, NS_JINGLE_AUDIO, caps_ver_of};
+use crate::xmpp::jingle::NS_JMI;
 use crate::xmpp::stanza::NS_DISCO_INFO;
-
-pub const NS_JMI: &str = "urn:xmpp:jingle-message:0";
-pub const NS_JINGLE_AUDIO: &str = "urn:xmpp:jingle:apps:rtp:audio";
 
 /// Resources kept per user and users kept at all: a bound on what presence from the network
 /// can make us hold.
@@ -162,82 +160,6 @@ impl Presences {
     pub fn is_available(&self, full: &str) -> bool {
         split(full).is_some_and(|(b, r)| self.users.get(b).is_some_and(|d| d.contains_key(r)))
     }
-}
-
-/// XEP-0115 §5.1 verification string of a disco#info `<query/>`, SHA-1, base64: identities
-/// (`category/type/lang/name<`, sorted), features (sorted), then extended forms (XEP-0128, by
-/// FORM_TYPE: `FORM_TYPE<`, then each field sorted by var: `var<` and its values sorted).
-pub fn caps_ver_of(query: &Element) -> String {
-    use base64::Engine as _;
-    use sha1::Digest as _;
-    let mut ids: Vec<String> = query
-        .children()
-        .filter(|c| c.name() == "identity")
-        .map(|c| {
-            format!(
-                "{}/{}/{}/{}<",
-                c.attr("category").unwrap_or(""),
-                c.attr("type").unwrap_or(""),
-                c.attr_ns("http://www.w3.org/XML/1998/namespace", "lang")
-                    .unwrap_or(""),
-                c.attr("name").unwrap_or("")
-            )
-        })
-        .collect();
-    ids.sort();
-    let mut features: Vec<&str> = query
-        .children()
-        .filter(|c| c.name() == "feature")
-        .filter_map(|c| c.attr("var"))
-        .collect();
-    features.sort_unstable();
-    let mut forms: Vec<(String, String)> = query
-        .children()
-        .filter(|c| c.is("x", "jabber:x:data"))
-        .filter_map(|x| {
-            let field_values = |f: &Element| -> Vec<String> {
-                let mut v: Vec<String> = f
-                    .children()
-                    .filter(|c| c.name() == "value")
-                    .map(|c| c.text())
-                    .collect();
-                v.sort();
-                v
-            };
-            let form_type = x
-                .children()
-                .find(|f| f.name() == "field" && f.attr("var") == Some("FORM_TYPE"))
-                .map(field_values)?
-                .into_iter()
-                .next()?;
-            let mut fields: Vec<(String, Vec<String>)> = x
-                .children()
-                .filter(|f| f.name() == "field" && f.attr("var") != Some("FORM_TYPE"))
-                .map(|f| (f.attr("var").unwrap_or("").to_string(), field_values(f)))
-                .collect();
-            fields.sort();
-            let mut s = format!("{form_type}<");
-            for (var, values) in fields {
-                s.push_str(&var);
-                s.push('<');
-                for v in values {
-                    s.push_str(&v);
-                    s.push('<');
-                }
-            }
-            Some((form_type, s))
-        })
-        .collect();
-    forms.sort();
-    let mut s = ids.concat();
-    for f in features {
-        s.push_str(f);
-        s.push('<');
-    }
-    for (_, f) in forms {
-        s.push_str(&f);
-    }
-    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()))
 }
 
 #[cfg(test)]

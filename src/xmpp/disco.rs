@@ -11,13 +11,16 @@ pub const DOMAIN_IDENTITIES: &[(&str, &str)] = &[("gateway", "pstn"), ("gateway"
 
 /// Jingle audio calls (XEP-0166/0167/0176/0320) and XEP-0353 JMI, as PROTOCOLS.md §1.5 lists
 /// them; `urn:ietf:rfc:3264` says we are an offer/answer gateway (XEP-0176 §2).
+/// XEP-0167 §11: a client that takes Jingle audio calls.
+pub const NS_JINGLE_AUDIO: &str = "urn:xmpp:jingle:apps:rtp:audio";
+
 const CALL_FEATURES: [&str; 7] = [
     "urn:ietf:rfc:3264",
     "urn:xmpp:jingle-message:0",
     "urn:xmpp:jingle:1",
     "urn:xmpp:jingle:apps:dtls:0",
     "urn:xmpp:jingle:apps:rtp:1",
-    "urn:xmpp:jingle:apps:rtp:audio",
+    NS_JINGLE_AUDIO,
     "urn:xmpp:jingle:transports:ice-udp:1",
 ];
 
@@ -57,23 +60,84 @@ pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 /// Our caps node (XEP-0115 §6.1: a URI identifying the software).
 pub const CAPS_NODE: &str = "https://github.com/xmpp-sip-gateway/xmpp-sip-gateway";
 
-/// XEP-0115 §5.1 verification string and its SHA-1, base64: `category/type/lang/name<` per
-/// identity, then `feature<` per feature, each list sorted.
+/// XEP-0115 §5.1 verification string of our own identities and features (one name, no
+/// language), SHA-1, base64.
 pub fn caps_ver(identities: &[(&str, &str)], name: &str, features: &[&str]) -> String {
+    caps_ver_of(&info_query(identities, name, features))
+}
+
+/// XEP-0115 §5.1 verification string of a disco#info `<query/>`, SHA-1, base64: identities
+/// (`category/type/lang/name<`, sorted), features (sorted), then extended forms (XEP-0128, by
+/// FORM_TYPE: `FORM_TYPE<`, then each field sorted by var: `var<` and its values sorted).
+pub fn caps_ver_of(query: &Element) -> String {
     use base64::Engine as _;
     use sha1::Digest as _;
-    let mut ids: Vec<String> = identities
-        .iter()
-        .map(|(c, t)| format!("{c}/{t}//{name}<"))
+    let mut ids: Vec<String> = query
+        .children()
+        .filter(|c| c.name() == "identity")
+        .map(|c| {
+            format!(
+                "{}/{}/{}/{}<",
+                c.attr("category").unwrap_or(""),
+                c.attr("type").unwrap_or(""),
+                c.attr_ns("http://www.w3.org/XML/1998/namespace", "lang")
+                    .unwrap_or(""),
+                c.attr("name").unwrap_or("")
+            )
+        })
         .collect();
     ids.sort();
-    let mut feats: Vec<&str> = features.to_vec();
-    feats.sort_unstable();
-    feats.dedup();
+    let mut features: Vec<&str> = query
+        .children()
+        .filter(|c| c.name() == "feature")
+        .filter_map(|c| c.attr("var"))
+        .collect();
+    features.sort_unstable();
+    let mut forms: Vec<(String, String)> = query
+        .children()
+        .filter(|c| c.is("x", "jabber:x:data"))
+        .filter_map(|x| {
+            let field_values = |f: &Element| -> Vec<String> {
+                let mut v: Vec<String> = f
+                    .children()
+                    .filter(|c| c.name() == "value")
+                    .map(|c| c.text())
+                    .collect();
+                v.sort();
+                v
+            };
+            let form_type = x
+                .children()
+                .find(|f| f.name() == "field" && f.attr("var") == Some("FORM_TYPE"))
+                .map(field_values)?
+                .into_iter()
+                .next()?;
+            let mut fields: Vec<(String, Vec<String>)> = x
+                .children()
+                .filter(|f| f.name() == "field" && f.attr("var") != Some("FORM_TYPE"))
+                .map(|f| (f.attr("var").unwrap_or("").to_string(), field_values(f)))
+                .collect();
+            fields.sort();
+            let mut s = format!("{form_type}<");
+            for (var, values) in fields {
+                s.push_str(&var);
+                s.push('<');
+                for v in values {
+                    s.push_str(&v);
+                    s.push('<');
+                }
+            }
+            Some((form_type, s))
+        })
+        .collect();
+    forms.sort();
     let mut s = ids.concat();
-    for f in feats {
+    for f in features {
         s.push_str(f);
         s.push('<');
+    }
+    for (_, f) in forms {
+        s.push_str(&f);
     }
     base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()))
 }
