@@ -44,6 +44,19 @@ NS_HDREXT = "urn:xmpp:jingle:apps:rtp:rtp-hdrext:0"
 NS_SSMA = "urn:xmpp:jingle:apps:rtp:ssma:0"
 NS_GROUP = "urn:xmpp:jingle:apps:grouping:0"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+TEST_TIMEOUT = 120          # s, for one call test's asyncio body (pytest.ini's hard limit is 180)
+
+
+def run(coro, timeout=TEST_TIMEOUT):
+    """Run a call test's asyncio body, bounded."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def blocking(fn, *args, **kwargs):
+    """A blocking harness call (baresip ctrl waits, wav analysis) off the loop, so that slixmpp
+    keeps acking and aiortc keeps sending meanwhile."""
+    return asyncio.to_thread(fn, *args, **kwargs)
 NS_JMI = "urn:xmpp:jingle-message:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_PING = "urn:xmpp:ping"

@@ -10,24 +10,13 @@ import pytest
 
 from harness import GATEWAY_JID
 from jingle_client import NS_RTP, NS_RTP_INFO, NS_ICE, NS_DTLS, NS_GROUP, JingleClient, q, \
-    reason_of, to_xml
+    blocking, reason_of, run, to_xml
 from sip_harness import assert_no_call_resources, dominant_frequency, sip_uri
 
-TEST_TIMEOUT = 120          # s, for one test's asyncio body (pytest.ini's hard limit is 180)
 CALLER = ("juliet", "julietpw")
 CALLER_HZ = 440
 PHONE_HZ = 880
 BOB_CONTACT = f"bob*sip.test@{GATEWAY_JID}/gw"
-
-
-def run(coro, timeout=TEST_TIMEOUT):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def blocking(fn, *args, **kwargs):
-    """A blocking harness call (baresip ctrl waits, wav analysis) off the loop, so that slixmpp
-    keeps acking and aiortc keeps sending meanwhile."""
-    return asyncio.to_thread(fn, *args, **kwargs)
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ import pytest
 
 from harness import DOMAIN, GATEWAY_JID
 from jingle_client import NS_DTLS, NS_GROUP, NS_ICE, NS_JINGLE, NS_RTP, JingleClient, q, \
-    reason_of, to_xml
+    blocking, reason_of, run, to_xml
 from sip_harness import assert_no_call_resources, dominant_frequency
 
-TEST_TIMEOUT = 120          # s, for one test's asyncio body (pytest.ini's hard limit is 180)
 CALLEE = ("juliet", "julietpw")
 CALLEE_HZ = 440             # what the XMPP user (aiortc) sends
 PHONE_HZ = 880              # what baresip alice sends
@@ -28,16 +27,6 @@ ALICE_CONTACT = f"alice*sip.test@{GATEWAY_JID}"
 ALICE_FULL = f"{ALICE_CONTACT}/gw"
 NS_CAPS = "http://jabber.org/protocol/caps"
 NS_HINTS = "urn:xmpp:hints"
-
-
-def run(coro, timeout=TEST_TIMEOUT):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def blocking(fn, *args, **kwargs):
-    """A blocking harness call (baresip ctrl waits, wav analysis) off the loop, so that slixmpp
-    keeps acking and aiortc keeps sending meanwhile."""
-    return asyncio.to_thread(fn, *args, **kwargs)
 
 
 @pytest.fixture
