@@ -210,7 +210,9 @@ async fn run(cfg: Config) -> ExitCode {
         sip.calls.clone(),
         handle.clone(),
     );
-    let calls = calls.with_draining(shutting_down.clone());
+    let calls = calls
+        .with_draining(shutting_down.clone())
+        .with_link_state(link_state.clone());
     let (call_stats_tx, call_stats) = tokio::sync::watch::channel(CallStats::default());
     let calls_shutdown = CancellationToken::new();
     let calls_task = tokio::spawn(calls.run(

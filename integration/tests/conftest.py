@@ -167,7 +167,8 @@ GATEWAY_SIP_USER = "gateway"
 def sip_gateway_factory(request, tmp_path, prosody, kamailio):
     """sip_gateway_factory(transport="udp", password=SIP_USERS["gateway"], sip={extra [sip]
     keys}, admin={extra [admin] keys}, calls={[calls] keys, e.g. {"ring_timeout": 3}},
-    diagnostics=True, wait_registered=True, env={...})
+    diagnostics=True, wait_registered=True, env={...}, component_port=None: Prosody's unless a
+    relay's, see harness.LinkRelay)
     -> a started Gateway linked to `prosody` (component) and registering at `kamailio` as
     sip:gateway@sip.test over `transport` (registrar given as an IP: no DNS). Its log is at debug
     level for the gateway's own crate. With wait_registered, returns once Kamailio has the
@@ -176,12 +177,12 @@ def sip_gateway_factory(request, tmp_path, prosody, kamailio):
     started = []
 
     def make(transport="udp", password=None, sip=None, admin=None, diagnostics=True,
-             wait_registered=True, env=None, calls=None):
+             wait_registered=True, env=None, calls=None, component_port=None):
         keys = {"transport": transport, "registrar": f"sip:127.0.0.1:{kamailio.port}",
                 "domain": kamailio.domain, "username": GATEWAY_SIP_USER,
                 "password": SIP_USERS[GATEWAY_SIP_USER] if password is None else password,
                 **(sip or {})}
-        gw = Gateway(tmp_path / f"sipgw{len(started)}", prosody.component_port,
+        gw = Gateway(tmp_path / f"sipgw{len(started)}", component_port or prosody.component_port,
                      env={"RUST_LOG": "info,xmpp_sip_gateway=debug", **(env or {})}, sip=keys,
                      admin={"diagnostics": diagnostics, **(admin or {})},
                      extra_toml="[calls]\n" + "".join(f"{k} = {harness.toml_value(v)}\n"
@@ -192,6 +193,9 @@ def sip_gateway_factory(request, tmp_path, prosody, kamailio):
         harness.wait_for(lambda: gw.try_get("/about/health")[0] is not None, 10,
                          "the gateway's admin HTTP", interval=0.05, proc=gw.proc, log=gw.log_text)
         if wait_registered:
+            # calls from SIP are refused (480) until the component link is up
+            harness.wait_for(lambda: gw.link_state() == "connected", 10, "the component link up",
+                             interval=0.05, proc=gw.proc, log=gw.log_text)
             kamailio.wait_registered(GATEWAY_SIP_USER, timeout=10)
             harness.wait_for(lambda: gw.try_get("/metrics")[0] == 200
                              and gw.metric("xsg_sip_registered") == 1, 10,

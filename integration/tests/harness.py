@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,30 +36,135 @@ USERS = {"alice": "alicepw", "bob": "bobpw"}
 
 # ---------------------------------------------------------------- ports, polling, processes
 
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    """A port the kernel just gave us on 127.0.0.1 (free at this instant)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
-def free_udp_range(count=20) -> tuple:
-    """(min, max) of `count` consecutive UDP ports that are all free right now."""
-    for _ in range(100):
-        base = random.randrange(20000, 60000 - count, 2)
+# Ports are picked from 10000 up to the kernel's ephemeral range, never inside it: a port the
+# kernel hands out for outgoing connections (our own port_open probes, the gateway's or Kamailio's
+# sockets) could otherwise take a picked port before its process binds it ("Address already in
+# use"). A port is handed out once per test run, so two picks never collide with each other
+# before either is bound.
+_PICK_LOW = 10000
+_handed_out: set = set()
+
+
+def pick_ports(count=1, kinds=(socket.SOCK_STREAM,), even=False) -> int:
+    """The first of `count` consecutive ports on 127.0.0.1 that are free for every socket kind in
+    `kinds` right now, below the ephemeral range and not handed out before in this run."""
+    top = min(_ephemeral_low(), 32768) - count
+    for attempt in range(500):
+        if attempt == 250:
+            _handed_out.clear()   # a very long run: reuse ports handed out long ago
+        base = random.randrange(_PICK_LOW, top, 2 if even else 1)
+        run = range(base, base + count)
+        if any(p in _handed_out for p in run):
+            continue
         socks = []
         try:
-            for p in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base, base + count - 1
+            for p in run:
+                for kind in kinds:
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", p))
         except OSError:
             continue
         finally:
             for s in socks:
                 s.close()
-    pytest.fail("no free UDP port range found")
+        _handed_out.update(run)
+        return base
+    pytest.fail(f"no run of {count} free port(s) found between {_PICK_LOW} and {top + count}")
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 for `kind` right now (see pick_ports)."""
+    return pick_ports(1, (kind,))
+
+
+def free_udp_range(count=20) -> tuple:
+    """(min, max) of `count` consecutive UDP ports, all free right now, at an even base."""
+    base = pick_ports(count, (socket.SOCK_DGRAM,), even=True)
+    return base, base + count - 1
+
+
+class LinkRelay:
+    """A TCP relay on 127.0.0.1 in front of `target_port` (e.g. Prosody's component port) that a
+    test can cut: cut() closes every relayed connection and refuses new ones (the gateway sees
+    its component link drop, as when a firewall or a server restart breaks it); restore()
+    accepts again on the same port. Threads only; close() stops it."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns = []
+        self._listener = None
+        self.connections = 0
+        self.restore()
+
+    def restore(self):
+        with self._lock:
+            if self._listener is not None:
+                return
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind(("127.0.0.1", self.port))
+            ls.listen(8)
+            self._listener = ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def _accept(self, ls):
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return   # closed by cut()/close()
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+                self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self._lock:
+            ls, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if ls is not None:
+            try:
+                ls.shutdown(socket.SHUT_RDWR)   # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            ls.close()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    close = cut
 
 
 def port_open(port) -> bool:
@@ -413,6 +519,13 @@ class Gateway:
 
     def wait_healthy(self, timeout=15) -> str:
         return self.wait_health(200, timeout)
+
+    def link_state(self):
+        """component_link.state of GET /about/stats ("connected", "down", …), None if no answer."""
+        status, body = self.json_get("/about/stats")
+        if status != 200 or not isinstance(body, dict):
+            return None
+        return body.get("component_link", {}).get("state")
 
     def metric(self, name):
         """Value of the sample `name` (with labels, e.g. 'x{kind="iq"}') in GET /metrics."""

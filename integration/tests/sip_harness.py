@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import INTEGRATION, free_udp_range, port_open, read_text, tail, terminate, wait_for
+from harness import INTEGRATION, free_udp_range, pick_ports, port_open, read_text, tail, terminate, wait_for
 
 KAMAILIO_DIR = INTEGRATION / "kamailio"
 BARESIP_DIR = INTEGRATION / "baresip"
@@ -43,44 +43,10 @@ def strip_ansi(text: str) -> str:
 
 # ---------------------------------------------------------------- ports
 
-def _bindable(port, kinds) -> list:
-    """Sockets bound to 127.0.0.1:port for every kind in `kinds` (caller closes them), or None."""
-    socks = []
-    try:
-        for kind in kinds:
-            s = socket.socket(socket.AF_INET, kind)
-            socks.append(s)
-            s.bind(("127.0.0.1", port))
-        return socks
-    except OSError:
-        for s in socks:
-            s.close()
-        return None
-
-
 def free_udp_tcp_port(span=1) -> int:
     """A port p such that p .. p+span-1 are all free for BOTH UDP and TCP on 127.0.0.1 right now
     (SIP listens on both; baresip also binds p+1 for TLS, so it asks for span=2)."""
-    both = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + span - 1 > 65535:
-            continue
-        held = []
-        try:
-            for p in range(base, base + span):
-                socks = _bindable(p, both)
-                if socks is None:
-                    break
-                held += socks
-            else:
-                return base
-        finally:
-            for s in held:
-                s.close()
-    pytest.fail(f"no run of {span} port(s) free for both UDP and TCP found")
+    return pick_ports(span, (socket.SOCK_DGRAM, socket.SOCK_STREAM))
 
 
 # ---------------------------------------------------------------- Kamailio

@@ -14,10 +14,11 @@ import time
 
 import pytest
 
-from harness import DOMAIN, GATEWAY_JID
-from jingle_client import NS_DTLS, NS_GROUP, NS_ICE, NS_JINGLE, NS_RTP, JingleClient, q, \
+import harness
+from harness import DOMAIN, GATEWAY_JID, LinkRelay
+from jingle_client import NS_DTLS, NS_GROUP, NS_ICE, NS_JINGLE, NS_JMI, NS_RTP, JingleClient, q, \
     blocking, reason_of, run, to_xml
-from sip_harness import assert_no_call_resources, dominant_frequency
+from sip_harness import assert_no_call_resources, dominant_frequency, gateway_call_stats
 
 CALLEE = ("juliet", "julietpw")
 CALLEE_HZ = 440             # what the XMPP user (aiortc) sends
@@ -417,3 +418,62 @@ def test_two_calls_in_a_row_then_no_resources(prosody, inbound, tmp_path):
 
     run(body())
     assert_no_call_resources(gw)
+
+
+# ---------------------------------------------------------------- the component link drops
+
+def test_component_link_lost_ends_the_call_both_sides_and_refuses_calls_until_back(
+        prosody, kamailio, baresip_factory, sip_gateway_factory, callee, tmp_path):
+    """The gateway's component link goes through a relay the test cuts mid-call (Prosody, the
+    phone and the XMPP user stay up). What the XMPP side sends meanwhile is lost, so the call
+    ends: the phone gets a BYE with `Reason: SIP;cause=503` at once, a new call from it gets 480
+    while the link is down, and once the link is back the XMPP user gets session-terminate
+    <connectivity-error/>. Nothing is left behind."""
+    relay = LinkRelay(prosody.component_port)
+    try:
+        alice, gw = make_setup(baresip_factory, sip_gateway_factory,
+                               component_port=relay.port)
+
+        async def body():
+            jc = await client(prosody, tmp_path)
+
+            async def call():
+                await establish(jc, alice)
+                await jc.aio.wait_frames(50, timeout=10)
+                t0 = time.monotonic()
+                relay.cut()
+                closed = await blocking(alice.wait_event, "CALL_CLOSED", timeout=10)
+                print(f"link cut -> alice CALL_CLOSED {closed.get('param')!r} in "
+                      f"{(time.monotonic() - t0) * 1000:.0f} ms")
+                byes = [text for _, text in alice.sip_messages(r"^BYE ", "in")]
+                assert byes, "alice got no BYE:\n" + alice.log_text()[-3000:]
+                assert re.search(r'(?im)^Reason: SIP;cause=503;text="the gateway lost its XMPP '
+                                 r'server connection"', byes[-1]), byes[-1]
+                await blocking(harness.wait_for, lambda: gateway_call_stats(gw)["active"] == 0,
+                               5, "no active call once the link is cut")
+                # a new call while the link is down: refused at once, nobody is rung
+                await blocking(alice.dial, DIAL)
+                closed = await blocking(alice.wait_event, "CALL_CLOSED", timeout=10)
+                print(f"call during the outage: CALL_CLOSED {closed.get('param')!r}")
+                assert closed_code(closed) == "480", closed
+                finals = first_lines(alice, r"^SIP/2\.0 480 ", "in")
+                assert any("XMPP server" in line for line in finals), finals
+                assert gw.link_state() != "connected"
+                relay.restore()
+                await blocking(harness.wait_for, lambda: gw.link_state() == "connected", 30,
+                               "the component link back")
+                term = await jc.wait_for("session-terminate", timeout=10)
+                print(f"after the link came back:\n{to_xml(term)}")
+                assert term.get("sid") == jc.sid and jc.sender(term) == ALICE_FULL, to_xml(term)
+                cond, text = reason_of(term)
+                assert cond == "connectivity-error", to_xml(term)
+                assert "XMPP server" in (text or ""), to_xml(term)
+                proposes = [m for m in jc.jmi_messages.values()
+                             if m.find(q(NS_JMI, "propose")) is not None]
+                assert len(proposes) == 1, "the call during the outage reached the XMPP user"
+            await with_exchange(jc, call())
+
+        run(body())
+        assert_no_call_resources(gw)
+    finally:
+        relay.close()

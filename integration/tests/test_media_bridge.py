@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, read_text
+from harness import REPO, free_udp_range, read_text
 from rtp_peer import RtpPeer, crypto_attribute, random_srtp_key, srtp_key_from_crypto
 from sip_harness import dominant_frequency
 from webrtc_harness import AiortcPeer
@@ -152,31 +152,6 @@ def bridge_driver_bin() -> Path:
         pytest.fail(f"bridge driver {path} not found: build it with cargo build --example "
                     f"bridge_driver (or set XSG_BRIDGE_DRIVER)", pytrace=False)
     return path
-
-
-def free_port_run(count: int) -> tuple:
-    """(min, max) of `count` consecutive UDP ports on 127.0.0.1, all free right now, at an even
-    base below the kernel's ephemeral range (see the module docstring)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    top = min(low, 32768) - count
-    for _ in range(200):
-        base = random.randrange(10000, top, 2)
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base, base + count - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    pytest.fail(f"no run of {count} free UDP ports found below {low}")
 
 
 def _matches(event: dict, match: dict) -> bool:
@@ -362,7 +337,7 @@ def driver_factory(request, tmp_path):
     made = []
 
     def make(ports=20, port_range=None):
-        lo, hi = port_range or free_port_run(ports)
+        lo, hi = port_range or free_udp_range(ports)
         drv = BridgeDriver(tmp_path / f"driver{len(made)}", lo, hi)
         made.append(drv)
         return drv

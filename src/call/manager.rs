@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use minidom::Element;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -38,7 +38,7 @@ use crate::xmpp::jingle::{
     self, Action, Jingle, JingleErrorCondition, JmiKind, JmiMessage, Party, Reason,
     ReasonCondition, SessionInfo,
 };
-use crate::xmpp::link::{CALL_IQ_PREFIX, LinkHandle};
+use crate::xmpp::link::{CALL_IQ_PREFIX, LinkHandle, LinkState};
 use crate::xmpp::router::{CONTACT_RESOURCE, IDENTITY_NAME};
 use crate::xmpp::stanza::{ErrorType, StanzaError, elem, error_reply, reply, text_elem};
 
@@ -261,6 +261,11 @@ pub struct CallManager {
     /// Set by a graceful shutdown (`POST /about/shutdown`): calls in progress go on, new ones
     /// are refused.
     draining: Arc<AtomicBool>,
+    /// The component link's state: when it is lost every call ends (stanzas to and from the
+    /// XMPP parties are lost meanwhile, so no call state can be trusted), and SIP calls are
+    /// refused until it is back.
+    link: Option<watch::Receiver<LinkState>>,
+    link_up: bool,
 }
 
 /// XEP-0166 reason for a SIP status, with the code carried in `<text/>`.
@@ -300,6 +305,8 @@ impl CallManager {
                 draining: Arc::new(AtomicBool::new(false)),
                 presences: Presences::default(),
                 disco_pending: HashMap::new(),
+                link: None,
+                link_up: true,
             },
             bridge_rx,
         )
@@ -308,6 +315,13 @@ impl CallManager {
     /// Shares the flag a graceful shutdown sets: from then on new calls are refused.
     pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
         self.draining = draining;
+        self
+    }
+
+    /// Follows the component link: calls end when it is lost (see [`Self::on_link_lost`]).
+    pub fn with_link_state(mut self, link: watch::Receiver<LinkState>) -> Self {
+        self.link_up = matches!(*link.borrow(), LinkState::Up);
+        self.link = Some(link);
         self
     }
 
@@ -325,9 +339,20 @@ impl CallManager {
         shutdown: CancellationToken,
     ) {
         let mut timers = self.timer_rx.take().expect("run is called once");
+        let mut link = self.link.take();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Ok(()) = async { match link.as_mut() {
+                    Some(l) => l.changed().await,
+                    None => std::future::pending().await,
+                } } => {
+                    let up = matches!(*link.as_mut().expect("polled above").borrow_and_update(), LinkState::Up);
+                    if self.link_up && !up {
+                        self.on_link_lost().await;
+                    }
+                    self.link_up = up;
+                }
                 Some(el) = stanzas.recv() => self.on_stanza(el).await,
                 Some(ev) = sip_events.recv() => self.on_sip(ev).await,
                 Some((key, ev)) = bridge_rx.recv() => self.on_bridge(key, ev).await,
@@ -350,6 +375,34 @@ impl CallManager {
             .await;
         }
         self.publish(&stats);
+    }
+
+    /// The component link broke: whatever the XMPP parties sent since is lost (Prosody bounces
+    /// stanzas for a disconnected component), so every call ends. The SIP side gets BYE / CANCEL
+    /// / 503 now; the XMPP side gets its session-terminate or retract when the link is back (they
+    /// wait in the link's queue).
+    async fn on_link_lost(&mut self) {
+        let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+        if !keys.is_empty() {
+            warn!(calls = keys.len(), "component link lost: ending every call");
+        }
+        for key in keys {
+            self.fail(
+                key,
+                Some(
+                    Reason::new(ReasonCondition::ConnectivityError)
+                        .with_text("the gateway lost its connection to the XMPP server"),
+                ),
+                Some(
+                    SipEnd::code(503)
+                        .phrase("Service Unavailable (the gateway lost its XMPP server connection)")
+                        .reason(
+                            "SIP;cause=503;text=\"the gateway lost its XMPP server connection\"",
+                        ),
+                ),
+            )
+            .await;
+        }
     }
 
     fn publish(&mut self, stats: &tokio::sync::watch::Sender<CallStats>) {
@@ -974,6 +1027,15 @@ impl CallManager {
             self.sip_command(reject(
                 503,
                 "Service Unavailable (the gateway is shutting down)".into(),
+            ))
+            .await;
+            return;
+        }
+        if !self.link_up {
+            info!(%request_uri, "incoming call while the component link is down");
+            self.sip_command(reject(
+                480,
+                "Temporarily Unavailable (the gateway is not connected to its XMPP server)".into(),
             ))
             .await;
             return;
