@@ -316,6 +316,7 @@ fn codecs(cmd: &Value) -> Result<LegCodecs, String> {
     Ok(LegCodecs {
         audio,
         telephone_event,
+        ..Default::default()
     })
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, sleep, timeout};
 use xmpp_sip_gateway::media::bridge::{
     AudioFormat, Bridge, BridgeEvent, BridgeLocal, Direction, LegCodecs, LegKind, MediaConfig,
-    MediaEngine, MediaError, SipRemote, TelephoneEventFormat, WebRtcRole,
+    MediaEngine, MediaError, SipRemote, TelephoneEventFormat, WebRtcRole, plan,
 };
 use xmpp_sip_gateway::media::codec::Codec;
 use xmpp_sip_gateway::media::codec::g711;
@@ -244,6 +244,7 @@ async fn passthrough_relays_payloads_untouched_and_never_decodes() {
         webrtc: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![
@@ -254,6 +255,7 @@ async fn passthrough_relays_payloads_untouched_and_never_decodes() {
                 pcmu(),
             ],
             telephone_event: None,
+            ..Default::default()
         },
         bad_fingerprint: false,
         sdes: None,
@@ -326,10 +328,12 @@ async fn transcoding_opus_to_pcmu_carries_tones_both_ways_and_dtmf_is_scaled() {
         webrtc: LegCodecs {
             audio: vec![opus()],
             telephone_event: te(126, 48000),
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: te(101, 8000),
+            ..Default::default()
         },
         bad_fingerprint: false,
         sdes: None,
@@ -458,17 +462,29 @@ async fn transcoding_opus_to_pcmu_carries_tones_both_ways_and_dtmf_is_scaled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_from_the_phone_arrives_as_telephone_event_on_the_webrtc_leg() {
+    // As a browser offers: Opus first with telephone-event/48000, and PCMU with /8000. The phone
+    // has PCMU only, so PCMU passes through and the events go on its clock (pt 126).
+    let webrtc = LegCodecs {
+        audio: vec![opus(), pcmu()],
+        telephone_event: te(110, 48000),
+        other_telephone_events: te(126, 8000).into_iter().collect(),
+    };
+    let sip = LegCodecs {
+        audio: vec![pcmu()],
+        telephone_event: te(101, 8000),
+        ..Default::default()
+    };
+    let p = plan(&webrtc, &sip).unwrap();
+    assert!(!p.transcode && p.dtmf_relay, "{p:?}");
+    assert_eq!(
+        (p.webrtc_event, p.sip_event),
+        (te(126, 8000), te(101, 8000))
+    );
     let mut call = start(Setup {
         range: (42080, 42099),
         browser_range: (42100, 42119),
-        webrtc: LegCodecs {
-            audio: vec![pcmu()],
-            telephone_event: te(126, 8000),
-        },
-        sip: LegCodecs {
-            audio: vec![pcmu()],
-            telephone_event: te(101, 8000),
-        },
+        webrtc,
+        sip,
         bad_fingerprint: false,
         sdes: None,
     })
@@ -546,10 +562,12 @@ async fn fingerprint_mismatch_fails_the_webrtc_leg_and_no_media_flows() {
         webrtc: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         bad_fingerprint: true,
         sdes: None,
@@ -593,10 +611,12 @@ async fn sdes_srtp_on_the_sip_leg_both_ways() {
         webrtc: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         bad_fingerprint: false,
         sdes: Some(phone_key.clone()),
@@ -642,10 +662,12 @@ async fn symmetric_rtp_latches_to_where_the_phone_really_sends_from() {
         webrtc: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         bad_fingerprint: false,
         sdes: None,
@@ -720,10 +742,12 @@ async fn reinvite_rekeys_sdes_only_when_the_phone_changes_its_key_and_hold_stops
         webrtc: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         bad_fingerprint: false,
         sdes: Some(phone_key.clone()),
@@ -739,6 +763,7 @@ async fn reinvite_rekeys_sdes_only_when_the_phone_changes_its_key_and_hold_stops
         codecs: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         local_direction: dir,
     };
@@ -826,10 +851,12 @@ async fn rtcp_reports_flow_on_both_legs() {
         webrtc: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         sip: LegCodecs {
             audio: vec![pcmu()],
             telephone_event: None,
+            ..Default::default()
         },
         bad_fingerprint: false,
         sdes: None,
@@ -846,6 +873,7 @@ async fn rtcp_reports_flow_on_both_legs() {
             codecs: LegCodecs {
                 audio: vec![pcmu()],
                 telephone_event: None,
+                ..Default::default()
             },
             local_direction: Direction::SendRecv,
         })

@@ -14,7 +14,7 @@
 //   candidates=loopback         offer only 127.0.0.1 ICE candidates
 //   report=/path                POST every event as JSON to this URL (in order)
 //   control=/path               poll this URL for commands: [{seq, cmd: call|hangup|answer|
-//                               reject|logout, to?, reason?}] (GET ?after=<last seq>)
+//                               reject|logout|dtmf, to?, reason?, tones?}] (GET ?after=<last seq>)
 // Every event is also logged on the console as `XSG_PHONE {"type": ..., ...}`.
 import * as XMPP from 'stanza';
 
@@ -73,6 +73,7 @@ function updateButtons() {
   $('logout').disabled = !client;
   $('call').disabled = !online || !!session || !!proposing;
   $('hangup').disabled = !session && !jmiCall && !proposing;
+  $('send-tones').disabled = !session;
   $('incoming').hidden = !incoming;
 }
 
@@ -413,6 +414,18 @@ function onTerminated(s, reason) {
   updateButtons();
 }
 
+// Key presses as RFC 4733 telephone-events on the call's audio sender (RTCDTMFSender: 100 ms
+// tones, 70 ms gaps), for IVRs and PINs behind the gateway.
+function sendTones(tones) {
+  const sender = session && session.pc.getSenders().find(x => x.track && x.track.kind === 'audio');
+  if (!sender || !sender.dtmf || !sender.dtmf.canInsertDTMF) {
+    emit('dtmf', { tones, ok: false });
+    return;
+  }
+  sender.dtmf.insertDTMF(tones, 100, 70);
+  emit('dtmf', { tones, ok: true });
+}
+
 // ------------------------------------------------------------------ remote control (tests)
 
 async function pollControl(url) {
@@ -430,6 +443,7 @@ async function pollControl(url) {
         else if (c.cmd === 'reject') reject();
         else if (c.cmd === 'login') login();
         else if (c.cmd === 'logout') logout();
+        else if (c.cmd === 'dtmf') sendTones(c.tones);
       }
     } catch (e) {
       await new Promise(r => setTimeout(r, 200));   // the harness went away, or not up yet
@@ -445,6 +459,7 @@ $('call-form').addEventListener('submit', e => { e.preventDefault(); call(); });
 $('hangup').addEventListener('click', () => hangup());
 $('answer').addEventListener('click', answer);
 $('reject').addEventListener('click', reject);
+$('send-tones').addEventListener('click', () => sendTones($('tones').value.trim()));
 window.addEventListener('error', e => emit('error', { where: 'window', message: e.message }));
 window.addEventListener('unhandledrejection',
   e => emit('error', { where: 'promise', message: String(e.reason) }));

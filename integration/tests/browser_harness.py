@@ -127,7 +127,10 @@ class _Handler(SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the page went away during a long poll (the browser closed at teardown)
 
 
 class BrowserPhone:
@@ -313,6 +316,12 @@ class BrowserPhone:
 
     def answer(self):
         self.command("answer")
+
+    def send_tones(self, tones):
+        """Key presses (RFC 4733 through the page's RTCDTMFSender) on the current call."""
+        self.command("dtmf", tones=tones)
+        done = self.wait_event("dtmf", timeout=5)
+        assert done["ok"], f"the page could not send DTMF: {done}"
 
     def reject(self):
         self.command("reject")

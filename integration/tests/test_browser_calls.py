@@ -86,6 +86,25 @@ def test_browser_calls_a_sip_phone_audio_both_ways_and_hangs_up(call_setup):
     assert abs(f_bob - BROWSER_HZ) <= TOLERANCE_HZ, f"baresip heard {f_bob:.1f} Hz"
 
 
+def test_browser_key_presses_reach_the_sip_phone(call_setup):
+    """The page presses 1 5 9 # (RTCDTMFSender: telephone-event on the browser's PCMU clock,
+    8000 Hz, though it offered telephone-event/48000 first with Opus): baresip reports each key
+    as CALL_DTMF_START, in order."""
+    phone, bob, gw = call_setup
+    establish_outgoing(phone, bob)
+    check_browser_hears_the_phone(phone)
+    phone.send_tones("159#")
+    keys = []
+    try:
+        while len(keys) < 4:
+            keys.append(bob.wait_event("CALL_DTMF_START", timeout=10).get("param"))
+    finally:
+        print(f"baresip received the keys {keys}")
+    assert keys == ["1", "5", "9", "#"], keys
+    phone.hangup()
+    bob.wait_event("CALL_CLOSED", timeout=10)
+
+
 def test_sip_phone_hangs_up_a_browser_call(call_setup):
     phone, bob, gw = call_setup
     establish_outgoing(phone, bob)

@@ -27,6 +27,22 @@ async def session_info(jc, child):
     return await jc.send_jingle(jc.peer, jingle)
 
 
+def infos(jc):
+    """The session-info payloads (hold, active, ringing…) the Jingle party received, in order."""
+    return [child.tag.split("}")[1] for j in jc.received("session-info") for child in j
+            if child.tag.startswith("{" + NS_RTP_INFO)]
+
+
+async def wait_info(jc, name, count=1, timeout=10):
+    """Until the Jingle party has received `count` session-info <name/>."""
+    for _ in range(int(timeout * 10)):
+        if infos(jc).count(name) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no session-info <{name}/> #{count}: got {infos(jc)}\n"
+                         f"{jc.exchange_text()}")
+
+
 async def frames_during(jc, seconds):
     before = jc.aio.frames
     await asyncio.sleep(seconds)
@@ -93,17 +109,6 @@ def test_hold_from_the_phone_is_told_to_the_xmpp_party(prosody, kamailio, baresi
     bob = baresip_factory("bob", tone_hz=PHONE_HZ)
     sip_gateway_factory()
 
-    def infos(jc):
-        return [child.tag.split("}")[1] for j in jc.received("session-info") for child in j
-                if child.tag.startswith("{" + NS_RTP_INFO)]
-
-    async def wait_info(jc, name, timeout=10):
-        for _ in range(int(timeout * 10)):
-            if name in infos(jc):
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no session-info <{name}/>: got {infos(jc)}\n{jc.exchange_text()}")
-
     async def body():
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
@@ -120,6 +125,64 @@ def test_hold_from_the_phone_is_told_to_the_xmpp_party(prosody, kamailio, baresi
             await wait_info(jc, "active")
             print("session-info received:", infos(jc))
             await jc.aio.wait_frames(jc.aio.frames + 75, timeout=10)
+            await jc.hangup("success")
+            await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
+        except BaseException:
+            print(jc.exchange_text())
+            raise
+        finally:
+            await jc.close()
+
+    asyncio.run(asyncio.wait_for(body(), 90))
+
+
+def test_phone_reinvite_while_the_xmpp_side_holds_keeps_the_hold(
+        prosody, kamailio, baresip_factory, sip_gateway_factory, tmp_path):
+    """The XMPP caller holds (we re-INVITE a=sendonly); then the phone re-INVITEs twice (its own
+    hold, then resume, as a session refresh would): the gateway answers a=inactive, then
+    a=sendonly, not sendrecv, so the phone stays silent until the XMPP side sends <active/>."""
+    prosody.register(*CALLER)
+    bob = baresip_factory("bob", tone_hz=PHONE_HZ, sip_trace=True)
+    sip_gateway_factory()
+
+    def answers_to_bob():
+        return [text for _, text in bob.sip_messages(r"^SIP/2\.0 200 ", "in")
+                if re.search(r"(?m)^CSeq: *\d+ INVITE", text)]
+
+    async def body():
+        jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
+                                tone_hz=440).start()
+        try:
+            reply = await jc.call(BOB_CONTACT)
+            assert reply["type"] == "result", reply
+            await jc.wait_for("session-accept", timeout=20)
+            await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+            await jc.aio.wait_frames(100, timeout=10)
+            reply = await session_info(jc, "hold")
+            assert reply["type"] == "result", reply
+            await asyncio.sleep(1.0)
+            assert "a=sendonly" in sip_invites(bob.log_text())[-1]
+            print("baresip hold:", await asyncio.to_thread(bob.ctrl, "hold"))
+            await wait_info(jc, "hold")
+            print("baresip resume:", await asyncio.to_thread(bob.ctrl, "resume"))
+            await wait_info(jc, "active")
+            answers = answers_to_bob()
+            print("our answers to bob's re-INVITEs:",
+                  [re.findall(r"(?m)^a=(sendrecv|sendonly|recvonly|inactive)", a)
+                   for a in answers])
+            assert len(answers) == 2, answers
+            assert "a=inactive" in answers[0], answers[0]
+            assert "a=sendonly" in answers[1], answers[1]
+            held = await frames_during(jc, 2.0)
+            print(f"frames from the phone in 2 s, still held from XMPP: {held}")
+            assert held <= 5, held
+            reply = await session_info(jc, "active")
+            assert reply["type"] == "result", reply
+            await asyncio.sleep(1.0)
+            resumed = await frames_during(jc, 2.0)
+            print(f"frames in 2 s after the XMPP side resumed: {resumed}")
+            assert "a=sendrecv" in sip_invites(bob.log_text())[-1]
+            assert resumed >= 75, resumed
             await jc.hangup("success")
             await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
         except BaseException:

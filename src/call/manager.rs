@@ -1509,16 +1509,8 @@ impl CallManager {
             Ok(p) => LegCodecs {
                 audio: vec![p.webrtc],
                 // RFC 4733 §2.1: telephone-event on the chosen codec's clock, if offered.
-                telephone_event: call
-                    .offer
-                    .payload_types
-                    .iter()
-                    .filter(|t| t.is_telephone_event())
-                    .find(|t| t.clockrate.unwrap_or(8_000) == p.webrtc.codec.clock_rate())
-                    .map(|t| crate::media::bridge::TelephoneEventFormat {
-                        pt: t.id,
-                        clock: t.clockrate.unwrap_or(8_000),
-                    }),
+                telephone_event: p.webrtc_event,
+                ..Default::default()
             },
             Err(_) => call.webrtc_codecs.clone(),
         };
@@ -1665,8 +1657,14 @@ impl CallManager {
         };
         let answer = async {
             let offer = SessionDescription::parse(sdp).map_err(|e| e.to_string())?;
-            let remote = sdp_media::sip_remote_from_offer(&offer, &call.local.sip, &prefer)
+            let mut remote = sdp_media::sip_remote_from_offer(&offer, &call.local.sip, &prefer)
                 .map_err(|e| e.to_string())?;
+            let theirs = remote.local_direction;
+            if call.on_hold {
+                // We hold the phone: a re-INVITE from it (a session refresh, a new address)
+                // does not take the hold off.
+                remote.local_direction = theirs.without_receiving();
+            }
             let crypto = call
                 .bridge
                 .set_sip_remote(remote.clone())
@@ -1675,7 +1673,7 @@ impl CallManager {
             let answer =
                 sdp_media::build_answer(&offer, &call.local.sip, &remote, crypto.as_ref(), session)
                     .map_err(|e| e.to_string())?;
-            Ok::<_, String>((answer, remote.local_direction))
+            Ok::<_, String>((answer, theirs))
         }
         .await;
         let (answer, ours) = match answer {

@@ -248,6 +248,7 @@ pub fn sip_remote_from_offer(
         codecs: LegCodecs {
             audio,
             telephone_event: negotiated.telephone_event.as_ref().map(event_format),
+            ..Default::default()
         },
         local_direction: leg_direction(ours),
     })
@@ -355,6 +356,7 @@ pub fn sip_remote_from_answer(
         codecs: LegCodecs {
             audio,
             telephone_event: negotiated.telephone_event.as_ref().map(event_format),
+            ..Default::default()
         },
         local_direction: leg_direction(direction),
     })

@@ -194,6 +194,20 @@ pub struct TelephoneEventFormat {
 pub struct LegCodecs {
     pub audio: Vec<AudioFormat>,
     pub telephone_event: Option<TelephoneEventFormat>,
+    /// Further telephone-event formats the leg offered (other clocks: a browser offers
+    /// telephone-event/48000 and /8000); the plan takes the one on the chosen codec's clock.
+    pub other_telephone_events: Vec<TelephoneEventFormat>,
+}
+
+impl LegCodecs {
+    /// The leg's telephone-event format on `clock` (RFC 4733 §2.1), not clashing with `audio_pt`.
+    pub fn telephone_event_on(&self, clock: u32, audio_pt: u8) -> Option<TelephoneEventFormat> {
+        self.telephone_event
+            .iter()
+            .chain(&self.other_telephone_events)
+            .find(|t| t.clock == clock && t.pt != audio_pt)
+            .copied()
+    }
 }
 
 /// How the bridge carries audio, chosen once both legs' codecs are known.
@@ -205,6 +219,9 @@ pub struct MediaPlan {
     pub transcode: bool,
     /// telephone-event relayed between the legs (both negotiated it on their audio clock).
     pub dtmf_relay: bool,
+    /// Each leg's telephone-event format on its chosen codec's clock, if it has one.
+    pub webrtc_event: Option<TelephoneEventFormat>,
+    pub sip_event: Option<TelephoneEventFormat>,
 }
 
 /// Chooses the plan: the first codec of the WebRTC leg's list that the SIP leg also has
@@ -229,20 +246,15 @@ pub fn plan(webrtc: &LegCodecs, sip: &LegCodecs) -> Result<MediaPlan, MediaError
     };
     // One rewriter per direction scales audio and telephone-event timestamps by one ratio, so
     // each leg's events must run on that leg's audio clock (RFC 4733 §2.1).
-    let dtmf_relay = match (webrtc.telephone_event, sip.telephone_event) {
-        (Some(tw), Some(ts)) => {
-            tw.clock == w.codec.clock_rate()
-                && ts.clock == s.codec.clock_rate()
-                && tw.pt != w.pt
-                && ts.pt != s.pt
-        }
-        _ => false,
-    };
+    let webrtc_event = webrtc.telephone_event_on(w.codec.clock_rate(), w.pt);
+    let sip_event = sip.telephone_event_on(s.codec.clock_rate(), s.pt);
     Ok(MediaPlan {
         webrtc: w,
         sip: s,
         transcode,
-        dtmf_relay,
+        dtmf_relay: webrtc_event.is_some() && sip_event.is_some(),
+        webrtc_event,
+        sip_event,
     })
 }
 
@@ -263,6 +275,13 @@ impl Direction {
     }
     fn receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+    /// This direction with receiving taken out (we hold the other side: RFC 3264 §8.4).
+    pub fn without_receiving(self) -> Direction {
+        match self {
+            Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
+            Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+        }
     }
 }
 
@@ -1177,7 +1196,7 @@ impl BridgeTask {
         let (webrtc_ssrc, webrtc_cname) = (self.webrtc_ssrc, self.webrtc_cname.clone());
         let built = plan(w, s).and_then(|plan| {
             let te = if plan.dtmf_relay {
-                w.telephone_event.zip(s.telephone_event)
+                plan.webrtc_event.zip(plan.sip_event)
             } else {
                 None
             };
@@ -1185,7 +1204,7 @@ impl BridgeTask {
                 plan.webrtc,
                 plan.sip,
                 te,
-                w.telephone_event,
+                plan.webrtc_event.or(w.telephone_event),
                 plan.transcode,
                 tc,
                 None,
@@ -1194,7 +1213,7 @@ impl BridgeTask {
                 plan.sip,
                 plan.webrtc,
                 te.map(|(a, b)| (b, a)),
-                s.telephone_event,
+                plan.sip_event.or(s.telephone_event),
                 plan.transcode,
                 tc,
                 Some(rtp::Ssrc(webrtc_ssrc)),
@@ -1342,11 +1361,9 @@ impl BridgeTask {
                 let negotiated = RtpPacket::parse(buf).is_ok_and(|p| {
                     let pt = p.payload_type();
                     sip.remote.codecs.audio.iter().any(|f| f.pt == pt)
-                        || sip
-                            .remote
-                            .codecs
-                            .telephone_event
-                            .is_some_and(|t| t.pt == pt)
+                        || (sip.remote.codecs.telephone_event.iter())
+                            .chain(&sip.remote.codecs.other_telephone_events)
+                            .any(|t| t.pt == pt)
                 });
                 let evidence = if negotiated {
                     Evidence::NegotiatedRtp

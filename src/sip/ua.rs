@@ -170,6 +170,8 @@ struct ProbeCall {
     provisional: bool,
     /// The call layer asked to cancel before any 1xx: sent when one arrives.
     cancel_requested: bool,
+    /// Our CANCEL went out for the current INVITE: further 1xx (180 then 183) send no other.
+    cancel_sent: bool,
     answered_reported: bool,
     dialog: Option<Dialog>,
     /// Where ACK and BYE go (first route, else the remote target, else the proxy).
@@ -761,6 +763,7 @@ impl UserAgent {
                 pending_reinvite: None,
                 provisional: false,
                 cancel_requested: false,
+                cancel_sent: false,
                 answered_reported: true,
                 dialog: None,
                 hop: None,
@@ -1082,7 +1085,10 @@ impl UserAgent {
         out.sent_auth = Some((kind, auth));
         out.req = req.clone();
         let to = out.to;
-        let purpose = if self.calls.contains_key(&id) {
+        let purpose = if let Some(call) = self.calls.get_mut(&id) {
+            // A CANCEL waits for a 1xx to the retried INVITE (RFC 3261 §9.1), not the first's.
+            call.provisional = false;
+            call.cancel_sent = false;
             Purpose::Call(id)
         } else {
             Purpose::Request(id)
@@ -1212,6 +1218,7 @@ impl UserAgent {
                 pending_reinvite: None,
                 provisional: false,
                 cancel_requested: false,
+                cancel_sent: false,
                 answered_reported: false,
                 dialog: None,
                 hop: None,
@@ -1250,7 +1257,9 @@ impl UserAgent {
         };
         call.provisional = true;
         if call.cancel_requested {
-            self.send_cancel(id, now);
+            if !call.cancel_sent {
+                self.send_cancel(id, now);
+            }
             return;
         }
         if code > 100 && call.hold.is_none() {
@@ -1277,6 +1286,9 @@ impl UserAgent {
             .max_by_key(|(cseq, _)| *cseq)
             .map(|(_, k)| k.clone());
         let Some(key) = key else { return };
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.cancel_sent = true;
+        }
         let (Some(invite), Some(to)) = (
             self.table.get(&key).map(|t| t.request().clone()),
             self.peers.get(&key).copied(),
@@ -1344,7 +1356,9 @@ impl UserAgent {
             self.send_bye(id, now);
         } else if call.provisional {
             call.cancel_requested = true;
-            self.send_cancel(id, now);
+            if !call.cancel_sent {
+                self.send_cancel(id, now);
+            }
         } else {
             call.cancel_requested = true;
         }
@@ -2247,6 +2261,12 @@ mod tests {
             .unwrap();
         let (sent, _) = drain(&mut u);
         let first = sent[0].clone();
+        // The proxy's 100 Trying to the first INVITE counts for that transaction only.
+        u.on_inbound(
+            response(&first, 100, "Trying", None, "").as_bytes(),
+            upstream(),
+            now,
+        );
         let challenge = response(&first, 407, "Proxy Authentication Required", Some("px"), "")
             .replace(
                 "Content-Length: 0",
@@ -2260,13 +2280,18 @@ mod tests {
             .unwrap_or_else(|| panic!("INVITE retried with credentials: {sent:?}"))
             .clone();
         assert_eq!(header(&retry, "CSeq"), "2 INVITE");
+        // Hung up before any 1xx to the retry: the CANCEL waits for one (RFC 3261 §9.1).
+        u.hangup(id, 487, None, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        assert!(
+            !sent.iter().any(|m| m.starts_with("CANCEL ")),
+            "CANCEL before a 1xx to the retried INVITE: {sent:?}"
+        );
         u.on_inbound(
             response(&retry, 180, "Ringing", Some("b9"), "").as_bytes(),
             upstream(),
             now,
         );
-        drain(&mut u);
-        u.hangup(id, 487, None, now).unwrap();
         let (sent, _) = drain(&mut u);
         let cancel = sent
             .iter()
@@ -2278,6 +2303,17 @@ mod tests {
             "the retry's branch"
         );
         assert_eq!(header(cancel, "CSeq"), "2 CANCEL");
+        // A 183 after the 180: no second CANCEL.
+        u.on_inbound(
+            response(&retry, 183, "Session Progress", Some("b9"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        let (sent, _) = drain(&mut u);
+        assert!(
+            !sent.iter().any(|m| m.starts_with("CANCEL ")),
+            "a second CANCEL: {sent:?}"
+        );
     }
 
     #[test]

@@ -1644,14 +1644,19 @@ pub fn leg_codecs(desc: &RtpDescription) -> LegCodecs {
         })
         .collect();
     let audio_clock = audio.first().map(|a| a.codec.clock_rate());
-    let telephone_event = events
+    let preferred = events
         .iter()
-        .find(|e| Some(e.clock) == audio_clock)
-        .or(events.first())
-        .copied();
+        .position(|e| Some(e.clock) == audio_clock)
+        .unwrap_or(0);
+    let telephone_event = events.get(preferred).copied();
+    let other_telephone_events = (events.iter().enumerate())
+        .filter(|(i, _)| *i != preferred)
+        .map(|(_, e)| *e)
+        .collect();
     LegCodecs {
         audio,
         telephone_event,
+        other_telephone_events,
     }
 }
 
@@ -2466,6 +2471,7 @@ mod tests {
                 pt: 126,
                 clock: 8000,
             }),
+            ..Default::default()
         };
         let a = answer_description(&offer, &chosen, 287_454_020, "gw-7f3a");
         assert_eq!(a.media, "audio");
