@@ -340,3 +340,40 @@ def test_sip_phone_declines_terminates_with_decline(prosody, kamailio, scripted_
 
     run(body())
     assert_no_call_resources(gw)
+
+
+def test_mapped_caller_id_falls_back_to_the_account_when_the_registrar_insists(
+        prosody, kamailio, baresip_factory, sip_gateway_factory, caller, tmp_path):
+    """calls.caller_id = mapped: the INVITE goes out From juliet*xmpp.test@sip.test; the test
+    Kamailio (auth_check with From = credentials, as most registrars) refuses it, so the
+    gateway places the call again From its account, with the caller's JID as display name,
+    and the call is answered."""
+    bob = baresip_factory("bob", tone_hz=PHONE_HZ, sip_trace=True)
+    gw = sip_gateway_factory(calls={"caller_id": "mapped"})
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            await establish(jc, bob)
+            await jc.aio.wait_frames(50, timeout=10)
+            await jc.hangup("success")
+            await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+        except BaseException:
+            print_exchange(jc)
+            raise
+        finally:
+            await jc.close()
+
+    run(body())
+    log = gw.log_text()
+    refused = [line for line in log.splitlines() if "refused the mapped caller ID" in line]
+    print("\n".join(refused))
+    assert refused, log[-4000:]
+    assert "juliet@xmpp.test" in refused[0], refused[0]
+    invites = [text for _, text in bob.sip_messages(r"^INVITE ", "in")]
+    assert len(invites) == 1, invites
+    from_header = next(line for line in invites[0].splitlines() if line.lower().startswith("from:"))
+    print(f"bob's INVITE: {from_header}")
+    assert "sip:gateway@sip.test" in from_header and "juliet@xmpp.test" in from_header, \
+        from_header
+    assert_no_call_resources(gw)

@@ -123,6 +123,10 @@ struct Call {
     started: Instant,
     /// How it ended, when the code that ends it knows better than the reason says.
     outcome: Option<Outcome>,
+    /// XMPP → SIP with `calls.caller_id = mapped`: (Request-URI, caller's bare JID) while the
+    /// INVITE goes out with the mapped From; if the SIP side refuses that From (401/403/407),
+    /// the call is placed again as the account.
+    mapped_from: Option<(String, String)>,
 }
 
 impl Call {
@@ -930,29 +934,13 @@ impl CallManager {
         let prefer: Vec<_> = webrtc_codecs.audio.iter().map(|f| f.codec).collect();
         let sip_offer = sdp_media::sip_offer(&local_desc.sip, &prefer, SrtpPolicy::Plain, session);
         let caller = from.split('/').next().unwrap_or(&from).to_string();
-        let (from_user, from_display) = match self.cfg.caller_id {
-            CallerId::Account => (None, Some(caller.clone())),
-            CallerId::Mapped => (
-                Some(caller.replacen('@', &self.cfg.separator.to_string(), 1)),
-                None,
-            ),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.sip_command(CallCommand::Invite {
-            uri: uri.clone(),
-            from_user,
-            from_display,
-            sdp: sip_offer.to_string().into_bytes(),
-            reply: tx,
-        })
-        .await;
-        let sip_id = match rx.await {
-            Ok(Ok(id)) => id,
-            failure => {
-                let why = match failure {
-                    Ok(Err(e)) => e,
-                    _ => "the SIP side has stopped".to_string(),
-                };
+        let mapped = self.cfg.caller_id == CallerId::Mapped;
+        let sip_id = match self
+            .send_invite(&uri, &caller, mapped, sip_offer.to_string().into_bytes())
+            .await
+        {
+            Ok(id) => id,
+            Err(why) => {
                 warn!(%uri, %why, "cannot send the INVITE");
                 self.send_terminate(
                     &sid,
@@ -995,8 +983,72 @@ impl CallManager {
                 on_hold: false,
                 held_by_sip: false,
                 session_iq: None,
+                mapped_from: mapped.then(|| (uri.clone(), caller.clone())),
             },
         );
+    }
+
+    /// INVITEs `uri` for the XMPP caller `caller` (bare JID): From is the mapped caller
+    /// (`juliet*example.com@<sip domain>`) when `mapped`, else the account with the JID as
+    /// display name.
+    async fn send_invite(
+        &self,
+        uri: &str,
+        caller: &str,
+        mapped: bool,
+        sdp: Vec<u8>,
+    ) -> Result<RequestId, String> {
+        let (from_user, from_display) = if mapped {
+            (
+                Some(caller.replacen('@', &self.cfg.separator.to_string(), 1)),
+                None,
+            )
+        } else {
+            (None, Some(caller.to_string()))
+        };
+        let (tx, rx) = oneshot::channel();
+        self.sip_command(CallCommand::Invite {
+            uri: uri.to_string(),
+            from_user,
+            from_display,
+            sdp,
+            reply: tx,
+        })
+        .await;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err("the SIP side has stopped".to_string()),
+        }
+    }
+
+    /// `calls.caller_id = mapped`: the SIP side refused our INVITE with the mapped From
+    /// (`code` 401/403/407: registrars that check From against the credentials do). Places the
+    /// call again as the account; true if that INVITE went out.
+    async fn retry_as_account(&mut self, key: CallKey, code: u16) -> bool {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        if call.accepted || !matches!(code, 401 | 403 | 407) {
+            return false;
+        }
+        let Some((uri, caller)) = call.mapped_from.take() else {
+            return false;
+        };
+        let sdp = call.sip_offer.to_string().into_bytes();
+        info!(%uri, %caller, code, "the SIP side refused the mapped caller ID; calling again as the account (calls.caller_id)");
+        match self.send_invite(&uri, &caller, false, sdp).await {
+            Ok(id) => {
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.sip = Some(id);
+                }
+                self.by_sip.insert(id, key);
+                true
+            }
+            Err(why) => {
+                warn!(%uri, %why, "cannot send the INVITE again");
+                false
+            }
+        }
     }
 
     // ------------------------------------------------------------------ SIP → XMPP
@@ -1210,6 +1262,7 @@ impl CallManager {
                 on_hold: false,
                 held_by_sip: false,
                 session_iq: None,
+                mapped_from: None,
             },
         );
         if let Some(full) = direct {
@@ -1440,6 +1493,9 @@ impl CallManager {
                 let Some(key) = self.by_sip.remove(&id) else {
                     return;
                 };
+                if self.retry_as_account(key, code).await {
+                    return;
+                }
                 let accepted = self.calls.get(&key).is_some_and(|c| c.accepted);
                 let jreason = if accepted || bye_by_peer && code < 300 {
                     Reason::new(ReasonCondition::Success)
