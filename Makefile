@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/xmpp-sip-gateway
 
-.PHONY: all deps build release test unit integration lint bench demo run clean
+.PHONY: all deps build release test unit integration lint bench bench-calls demo run clean
 
 all: build
 
@@ -36,6 +36,11 @@ lint: deps
 ## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
 bench: deps
 	$(CARGO) bench --locked --bench router --bench sip --bench rtp --bench codec --bench srtp
+
+## Call load: XMPP -> SIP calls through real Prosody and Kamailio against the release build;
+## prints setup latency, calls/s, CPU and memory per call (docs/BENCHMARKS.md).
+bench-calls: release
+	XSG_BIN=$(CURDIR)/target/release/xmpp-sip-gateway bash integration/bench_calls.sh $(ARGS)
 
 ## A local Prosody plus the gateway, and a scripted XMPP user that talks to it.
 demo: build

@@ -9,6 +9,7 @@
 --   ENV_XMPP_HTTP_PORT         BOSH / websocket port
 --   ENV_XMPP_COMPONENT_SECRET  secret of "gateway.<domain>"
 --   ENV_PROSODY_LOGLEVEL       default "debug" (the tests read the log)
+--   ENV_PROSODY_NAGLE          "off": network_settings = { nagle = false } (bench_calls.py)
 -- Start: PROSODY_DIR=/tmp/p XMPP_C2S_PORT=... prosody --config /abs/path/test.cfg.lua -F
 local dir    = ENV_PROSODY_DIR or "/tmp/xsg-prosody"
 local domain = ENV_XMPP_DOMAIN or "xmpp.test"
@@ -19,6 +20,10 @@ data_path   = dir .. "/data"
 certificates = dir .. "/certs"  -- must exist, else an error is logged
 admin_socket = dir .. "/admin.sock"
 log = { { levels = { min = ENV_PROSODY_LOGLEVEL or "debug" }, to = "console" } }
+
+if ENV_PROSODY_NAGLE == "off" then
+  network_settings = { nagle = false }
+end
 
 admins = { }
 modules_enabled = {
@@ -52,4 +57,8 @@ Component ("conference." .. domain) "muc"
   restrict_room_creation = false
 
 Component ("gateway." .. domain)
+  component_secret = ENV_XMPP_COMPONENT_SECRET or "s3cr3t"
+
+-- The call load tool (integration/bench_calls.py) places its calls from this component.
+Component ("load." .. domain)
   component_secret = ENV_XMPP_COMPONENT_SECRET or "s3cr3t"

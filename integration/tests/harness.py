@@ -436,17 +436,18 @@ class Gateway:
     """The gateway process with a TOML config written into `workdir`."""
 
     def __init__(self, workdir: Path, component_port, secret=SECRET, env=None, sip=None,
-                 admin=None, extra_toml="", sip_port=None):
-        """`sip`, `admin`, `extra_toml`: see gateway_toml(). `.sip_port` is the UDP+TCP port of
-        its SIP user agent on 127.0.0.1 (picked at run time unless given)."""
+                 admin=None, extra_toml="", sip_port=None, media=None):
+        """`sip`, `admin`, `extra_toml`, `media` ((min, max) ports): see gateway_toml().
+        `.sip_port` is the UDP+TCP port of its SIP user agent on 127.0.0.1 (picked at run time
+        unless given)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.admin_port = free_port()
         self.sip_port = sip_port or free_sip_port()
         self.config_path = self.dir / "gateway.toml"
         self.config_path.write_text(gateway_toml(component_port, secret, self.admin_port,
-                                                 sip_port=self.sip_port, sip=sip, admin=admin,
-                                                 extra=extra_toml))
+                                                 media=media, sip_port=self.sip_port, sip=sip,
+                                                 admin=admin, extra=extra_toml))
         self.log_path = self.dir / "gateway.log"
         self.env = gateway_env(env)
         self.proc = None
@@ -522,7 +523,10 @@ class Gateway:
 
     def link_state(self):
         """component_link.state of GET /about/stats ("connected", "down", …), None if no answer."""
-        status, body = self.json_get("/about/stats")
+        try:
+            status, body = self.json_get("/about/stats")
+        except OSError:          # the admin HTTP is not up yet
+            return None
         if status != 200 or not isinstance(body, dict):
             return None
         return body.get("component_link", {}).get("state")

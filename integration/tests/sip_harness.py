@@ -810,9 +810,11 @@ class ScriptedPhone:
     """A minimal SIP phone on a Python UDP socket, for final responses baresip 1.0.0 cannot
     send (its /hangup of a ringing call always answers 486 Rejected): REGISTERs at Kamailio as
     <user>@sip.test (digest MD5, qop=auth), and answers every INVITE with 100 Trying, 180
-    Ringing, then `final` (code, phrase) after `ring_seconds`; absorbs the ACK; answers a CANCEL
-    with 200 and the INVITE with 487. `.requests`: (time, request line, parsed message) of every
-    request received; `.sent`: the status lines it sent."""
+    Ringing, then `final` (code, phrase) after `ring_seconds` (at once when 0); a 2xx `final`
+    carries an SDP answer (PCMU, from a UDP socket it holds but never reads: no media is checked
+    through it) and a Contact; absorbs the ACK; answers a CANCEL with 200 and the INVITE with 487,
+    a BYE with 200. `.requests`: (time, request line, parsed message) of every request received;
+    `.sent`: the status lines it sent."""
 
     def __init__(self, kamailio_port, user, password, final=(603, "Decline"), ring_seconds=1.0,
                  domain=SIP_DOMAIN):
@@ -823,6 +825,8 @@ class ScriptedPhone:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.rtp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp_sock.bind(("127.0.0.1", 0))
         self.requests, self.sent = [], []
         self._call_id = f"xsgphone-{os.getpid()}-{time.monotonic_ns()}"
         self._cseq = 0
@@ -904,9 +908,35 @@ class ScriptedPhone:
         except (OSError, socket.timeout):
             pass
         self.sock.close()
+        self.rtp_sock.close()
 
     # -- calls
-    def _respond(self, req, src, code, phrase, to_tag, contact=False):
+    def _sdp_answer(self, offer: str) -> bytes:
+        """PCMU (with the offer's payload type for it) and telephone-event if offered."""
+        m = re.search(r"(?m)^m=audio \d+ \S+ ([\d ]+)", offer)
+        pts = m.group(1).split() if m else ["0"]
+        rtpmap = dict(re.findall(r"(?m)^a=rtpmap:(\d+) ([\w-]+)/8000", offer))
+        pcmu = next((pt for pt in pts if pt == "0" or rtpmap.get(pt, "").upper() == "PCMU"), "0")
+        te = next((pt for pt in pts if rtpmap.get(pt) == "telephone-event"), None)
+        lines = ["v=0", f"o=- {self.port} 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1",
+                 "t=0 0",
+                 f"m=audio {self.rtp_sock.getsockname()[1]} RTP/AVP {pcmu}"
+                 + (f" {te}" if te else ""),
+                 f"a=rtpmap:{pcmu} PCMU/8000"]
+        if te:
+            lines += [f"a=rtpmap:{te} telephone-event/8000", f"a=fmtp:{te} 0-16"]
+        lines.append("a=sendrecv")
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    def _final(self, req, src, tag):
+        code, phrase = self.final
+        if 200 <= code < 300:
+            self._respond(req, src, code, phrase, tag, contact=True,
+                          body=self._sdp_answer(req.get("body", b"").decode(errors="replace")))
+        else:
+            self._respond(req, src, code, phrase, tag)
+
+    def _respond(self, req, src, code, phrase, to_tag, contact=False, body=b""):
         via = [f"Via: {v}" for k, v in req["headers"] if k == "via"]
         rr = [f"Record-Route: {v}" for k, v in req["headers"] if k == "record-route"]
         to = _hget(req, "to")
@@ -916,8 +946,10 @@ class ScriptedPhone:
                         f"Call-ID: {_hget(req, 'call-id')}", f"CSeq: {_hget(req, 'cseq')}"]
         if contact:
             h.append(f"Contact: <sip:{self.user}@127.0.0.1:{self.port};transport=udp>")
+        if body:
+            h.append("Content-Type: application/sdp")
         data = (f"SIP/2.0 {code} {phrase}\r\n" + "\r\n".join(h) +
-                "\r\nContent-Length: 0\r\n\r\n").encode()
+                f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         self.sock.sendto(data, src)
         with self._lock:
             self.sent.append(f"SIP/2.0 {code} {phrase} ({req['start'].split()[0]})")
@@ -933,7 +965,7 @@ class ScriptedPhone:
                     entry = self._pending.get(call_id)
                 if entry and not entry[3]:
                     req, src, tag, _ = entry
-                    self._respond(req, src, *self.final, tag)
+                    self._final(req, src, tag)
                     self._pending[call_id] = (req, src, tag, True)
             try:
                 raw, src = self.sock.recvfrom(65535)
@@ -955,7 +987,11 @@ class ScriptedPhone:
                 self._pending[call_id] = (msg, src, tag, False)
                 self._respond(msg, src, 100, "Trying", tag)
                 self._respond(msg, src, 180, "Ringing", tag, contact=True)
-                timers.append((time.monotonic() + self.ring_seconds, call_id))
+                if self.ring_seconds <= 0:
+                    self._final(msg, src, tag)
+                    self._pending[call_id] = (msg, src, tag, True)
+                else:
+                    timers.append((time.monotonic() + self.ring_seconds, call_id))
             elif method == "CANCEL":
                 self._respond(msg, src, 200, "OK", f"ph{secrets_hex()}")
                 entry = self._pending.get(call_id)

@@ -238,7 +238,60 @@ pub fn is_call_signalling(el: &Element) -> bool {
 /// Prefix of the ids of IQs the call layer sends, so their replies find their way back.
 pub const CALL_IQ_PREFIX: &str = "xsg-call-";
 
-type Stream = XmlStream<BufStream<TcpStream>, Element>;
+type Stream = XmlStream<BufStream<QuickAck>, Element>;
+
+/// The component's TCP stream, ACKing at once whatever it reads (Linux `TCP_QUICKACK`, re-armed
+/// after each read: the kernel drops back to delayed ACKs on its own). Prosody keeps Nagle's
+/// algorithm on by default (`network_settings.nagle`), so a stanza written right after another
+/// waits for our ACK of the first, and a delayed ACK holds it up to 40 ms: two stanzas in a row
+/// (an IQ result, then the session-initiate's transport-info) would reach us 40 ms apart.
+struct QuickAck(TcpStream);
+
+impl QuickAck {
+    fn rearm(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.rearm();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
 
 enum Ended {
     Shutdown,
@@ -504,6 +557,8 @@ async fn connect(addr: &str, domain: &str, secret: &Secret) -> Result<Stream, Li
             source,
         })?;
     tcp.set_nodelay(true)?;
+    let tcp = QuickAck(tcp);
+    tcp.rearm();
     let header = StreamHeader {
         from: None,
         to: Some(domain.into()),
