@@ -806,6 +806,11 @@ def _hget(msg, name):
     return next((v for k, v in msg["headers"] if k == name), None)
 
 
+def sip_header(msg, name):
+    """The first value of header `name` (lower case) in a message parsed by the ScriptedPhone."""
+    return _hget(msg, name)
+
+
 class ScriptedPhone:
     """A minimal SIP phone on a Python UDP socket, for final responses baresip 1.0.0 cannot
     send (its /hangup of a ringing call always answers 486 Rejected): REGISTERs at Kamailio as

@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+import harness
 from harness import GATEWAY_JID
 from jingle_client import NS_RTP, NS_RTP_INFO, NS_ICE, NS_DTLS, NS_GROUP, JingleClient, q, \
     blocking, reason_of, run, to_xml
-from sip_harness import assert_no_call_resources, dominant_frequency, sip_uri
+from sip_harness import assert_no_call_resources, dominant_frequency, sip_header, \
+    sip_uri
 
 CALLER = ("juliet", "julietpw")
 CALLER_HZ = 440
@@ -376,4 +378,57 @@ def test_mapped_caller_id_falls_back_to_the_account_when_the_registrar_insists(
     print(f"bob's INVITE: {from_header}")
     assert "sip:gateway@sip.test" in from_header and "juliet@xmpp.test" in from_header, \
         from_header
+    assert_no_call_resources(gw)
+
+
+def test_two_phones_answer_a_forked_call_the_second_is_acked_and_hung_up(
+        prosody, kamailio, scripted_phone_factory, sip_gateway_factory, caller, tmp_path):
+    """bob is registered from two phones (a desk phone and a softphone, both answering 200 at
+    once): Kamailio forks the INVITE and both 200s reach the gateway. RFC 3261 §13.2.2.4: each
+    2xx is ACKed in its own dialog; the call goes on with the first, the second gets a BYE
+    ("answered elsewhere"); the XMPP caller sees one call, and hanging it up BYEs the first."""
+    phones = [scripted_phone_factory("bob", final=(200, "OK"), ring_seconds=0)
+              for _ in range(2)]
+    harness.wait_for(lambda: len(kamailio.registrations().get("bob", [])) == 2, 5,
+                     "both of bob's phones registered")
+    gw = sip_gateway_factory()
+
+    def tag_of(header):
+        return header.split(";tag=", 1)[1].split(";")[0] if ";tag=" in header else None
+
+    async def body():
+        jc = await client(prosody, tmp_path)
+        try:
+            reply = await jc.call(BOB_CONTACT)
+            assert reply["type"] == "result", reply
+            await jc.wait_for("session-accept", timeout=20)
+            await blocking(harness.wait_for,
+                           lambda: all(p.received("ACK") for p in phones), 5,
+                           "an ACK at each phone that answered")
+            for p in phones:
+                (ack,) = p.received("ACK")
+                (inv,) = p.received("INVITE")
+                print(f"{p}: INVITE, ACK To tag {tag_of(sip_header(ack, 'to'))}")
+                assert tag_of(sip_header(ack, "to")) is not None
+            byed = await blocking(harness.wait_for,
+                                  lambda: [p for p in phones if p.received("BYE")], 5,
+                                  "a BYE to the second phone")
+            assert len(byed) == 1, [p.received("BYE") for p in phones]
+            (bye,) = byed[0].received("BYE")
+            print(f"{byed[0]}: BYE Reason {sip_header(bye, 'reason')!r}")
+            assert "answered elsewhere" in (sip_header(bye, "reason") or ""), bye
+            await asyncio.sleep(1)
+            assert not jc.received("session-terminate"), jc.exchange_text()
+            kept = next(p for p in phones if p is not byed[0])
+            assert not kept.received("BYE")
+            reply = await jc.hangup("success")
+            assert reply["type"] == "result", reply
+            await blocking(kept.wait_request, "BYE", timeout=5)
+        except BaseException:
+            print_exchange(jc)
+            raise
+        finally:
+            await jc.close()
+
+    run(body())
     assert_no_call_resources(gw)

@@ -186,6 +186,34 @@ struct ProbeCall {
     sdp: Vec<u8>,
     /// RFC 3326 `Reason` for our BYE (e.g. `SIP;cause=503;text="ICE failed"`).
     bye_reason: Option<String>,
+    /// 2xx from other forks of our INVITE (a proxy that rang several phones, two of which
+    /// answered): their To tag and the stray dialog we ACKed and BYEd (RFC 3261 §13.2.2.4).
+    forks: Vec<(String, RequestId)>,
+}
+
+impl ProbeCall {
+    /// The dialog of a 2xx from another fork: ACKed, then ended with a BYE, never reported.
+    fn stray(dialog: Dialog, hop: Peer) -> Self {
+        ProbeCall {
+            hold: None,
+            uas: None,
+            pending_reinvite: None,
+            provisional: true,
+            cancel_requested: false,
+            cancel_sent: false,
+            answered_reported: true,
+            dialog: Some(dialog),
+            hop: Some(hop),
+            invite_code: Some(200),
+            bye_due: None,
+            bye_sent: false,
+            reinvites: Reinvites::default(),
+            uas_2xx: None,
+            sdp: Vec::new(),
+            bye_reason: Some("SIP;cause=200;text=\"answered elsewhere\"".into()),
+            forks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -774,6 +802,7 @@ impl UserAgent {
                 uas_2xx: None,
                 sdp: Vec::new(),
                 bye_reason: None,
+                forks: Vec::new(),
             },
         );
         self.out.push_back(UaOutput::Event(event));
@@ -1229,6 +1258,7 @@ impl UserAgent {
                 uas_2xx: None,
                 sdp: req.body.clone(),
                 bye_reason: None,
+                forks: Vec::new(),
             },
         );
         if let Err(e) = self.send_client(req.clone(), to, Purpose::Call(id), now) {
@@ -1636,6 +1666,13 @@ impl UserAgent {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if let Some(d) = &call.dialog
+            && let Ok(other) = Dialog::from_uac(&invite, resp)
+            && other.id.remote_tag != d.id.remote_tag
+        {
+            self.forked_2xx(id, other, fallback, now);
+            return;
+        }
         if call.dialog.is_none() {
             match Dialog::from_uac(&invite, resp) {
                 Ok(d) => {
@@ -1670,6 +1707,28 @@ impl UserAgent {
                 }));
             }
         }
+    }
+
+    /// A 2xx to call `id`'s INVITE from another fork than the one whose dialog we keep: ACK it
+    /// and end that dialog with a BYE (RFC 3261 §13.2.2.4); its retransmissions are ACKed again.
+    fn forked_2xx(&mut self, id: RequestId, dialog: Dialog, fallback: Peer, now: Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if let Some((_, fork)) = call.forks.iter().find(|(t, _)| *t == dialog.id.remote_tag) {
+            let fork = *fork;
+            self.send_ack(fork);
+            return;
+        }
+        let fork = RequestId(self.fresh());
+        info!(tag = %dialog.id.remote_tag, "a second fork answered our INVITE: ACK and BYE it");
+        let hop = hop_of(&dialog.next_hop_uri(), fallback);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.forks.push((dialog.id.remote_tag.clone(), fork));
+        }
+        self.calls.insert(fork, ProbeCall::stray(dialog, hop));
+        self.send_ack(fork);
+        self.send_bye(fork, now);
     }
 
     /// ACKs a 2xx to the INVITE (or re-INVITE) of call `id`'s dialog, with a fresh Via.
@@ -2168,6 +2227,66 @@ mod tests {
             header(req, "CSeq"),
             body.len()
         )
+    }
+
+    #[test]
+    fn a_second_forked_2xx_is_acked_and_byed_and_the_call_goes_on() {
+        let mut u = ua(10);
+        let now = Instant::now();
+        let id = u
+            .invite(
+                "sip:bob@sip.test",
+                None,
+                None,
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let invite = sent[0].clone();
+        u.on_inbound(
+            response(&invite, 200, "OK", Some("desk"), OFFER).as_bytes(),
+            upstream(),
+            now,
+        );
+        let (_, events) = drain(&mut u);
+        assert!(
+            matches!(&events[..], [UaEvent::Answered { id: i, .. }] if *i == id),
+            "{events:?}"
+        );
+        // The proxy forked: a second phone answered too.
+        let second = response(&invite, 200, "OK", Some("soft"), OFFER);
+        u.on_inbound(second.as_bytes(), upstream(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(events.is_empty(), "nothing for the call layer: {events:?}");
+        let ack = sent.iter().find(|m| m.starts_with("ACK ")).expect("ACK");
+        assert!(header(ack, "To").ends_with(";tag=soft"), "{ack}");
+        let bye = sent.iter().find(|m| m.starts_with("BYE ")).expect("BYE");
+        assert!(header(bye, "To").ends_with(";tag=soft"), "{bye}");
+        assert_eq!(
+            header(bye, "Reason"),
+            "SIP;cause=200;text=\"answered elsewhere\""
+        );
+        // Its retransmission is ACKed again, without a second BYE.
+        u.on_inbound(second.as_bytes(), upstream(), now);
+        let (sent, _) = drain(&mut u);
+        assert_eq!(
+            sent.iter().filter(|m| m.starts_with("ACK ")).count(),
+            1,
+            "{sent:?}"
+        );
+        assert!(!sent.iter().any(|m| m.starts_with("BYE ")), "{sent:?}");
+        u.on_inbound(
+            response(bye, 200, "OK", Some("soft"), "").as_bytes(),
+            upstream(),
+            now,
+        );
+        drain(&mut u);
+        // The first dialog is untouched: hanging up BYEs the desk phone.
+        u.hangup(id, 480, None, now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let bye = sent.iter().find(|m| m.starts_with("BYE ")).expect("BYE");
+        assert!(header(bye, "To").ends_with(";tag=desk"), "{bye}");
     }
 
     #[test]
