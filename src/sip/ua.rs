@@ -1687,9 +1687,13 @@ impl UserAgent {
                 }
             }
         }
-        // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
-        if call.dialog.is_none() || call.hop.is_none() {
+        // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4), with its own CSeq: a
+        // late retransmission of this 2xx may come after a re-INVITE of ours.
+        let (Some(dialog), Some(_)) = (call.dialog.as_mut(), call.hop) else {
             return;
+        };
+        if let Some(n) = super::dialog::cseq_of(&resp.headers) {
+            dialog.invite_cseq = n;
         }
         self.send_ack(id);
         let Some(call) = self.calls.get_mut(&id) else {
@@ -2227,6 +2231,43 @@ mod tests {
             header(req, "CSeq"),
             body.len()
         )
+    }
+
+    #[test]
+    fn a_late_2xx_of_the_first_invite_is_acked_with_its_own_cseq_after_a_reinvite() {
+        let mut u = ua(10);
+        let now = Instant::now();
+        let id = u
+            .invite(
+                "sip:bob@sip.test",
+                None,
+                None,
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let first_ok = response(&sent[0], 200, "OK", Some("b7"), OFFER);
+        u.on_inbound(first_ok.as_bytes(), upstream(), now);
+        drain(&mut u);
+        u.reinvite(id, OFFER.replace("sendrecv", "sendonly").into_bytes(), now)
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        let reinvite = sent.iter().find(|m| m.starts_with("INVITE ")).unwrap();
+        assert_eq!(header(reinvite, "CSeq"), "2 INVITE");
+        u.on_inbound(
+            response(reinvite, 200, "OK", Some("b7"), OFFER).as_bytes(),
+            upstream(),
+            now,
+        );
+        let (sent, _) = drain(&mut u);
+        let ack = sent.iter().find(|m| m.starts_with("ACK ")).expect("ACK");
+        assert_eq!(header(ack, "CSeq"), "2 ACK");
+        u.on_inbound(first_ok.as_bytes(), upstream(), now);
+        let (sent, events) = drain(&mut u);
+        let ack = sent.iter().find(|m| m.starts_with("ACK ")).expect("ACK");
+        assert_eq!(header(ack, "CSeq"), "1 ACK", "the 2xx's own CSeq");
+        assert!(events.is_empty(), "{events:?}");
     }
 
     #[test]
