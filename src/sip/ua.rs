@@ -186,9 +186,19 @@ struct ProbeCall {
     sdp: Vec<u8>,
     /// RFC 3326 `Reason` for our BYE (e.g. `SIP;cause=503;text="ICE failed"`).
     bye_reason: Option<String>,
+    /// Our re-INVITE as built (before Via), for answering a 401/407 to it.
+    reinvite_auth: Option<ReinviteAuth>,
     /// 2xx from other forks of our INVITE (a proxy that rang several phones, two of which
     /// answered): their To tag and the stray dialog we ACKed and BYEd (RFC 3261 §13.2.2.4).
     forks: Vec<(String, RequestId)>,
+}
+
+/// A re-INVITE of ours that a UAS or proxy may challenge.
+#[derive(Debug)]
+struct ReinviteAuth {
+    req: Request,
+    challenges: u32,
+    sent_auth: Option<(AuthKind, Authorization)>,
 }
 
 impl ProbeCall {
@@ -211,6 +221,7 @@ impl ProbeCall {
             uas_2xx: None,
             sdp: Vec::new(),
             bye_reason: Some("SIP;cause=200;text=\"answered elsewhere\"".into()),
+            reinvite_auth: None,
             forks: Vec::new(),
         }
     }
@@ -247,6 +258,39 @@ struct Outgoing {
 
 /// Challenges answered per request before the 401/407 is passed up as the outcome.
 const MAX_CHALLENGES: u32 = 2;
+
+/// Our `Authorization` for the challenge of `kind` in `resp` to `req`, unless the challenge is
+/// missing or says our previous answer (`sent`) was refused (wrong password: not retried).
+fn answer_challenge(
+    digest: &mut DigestClient,
+    resp: &Response,
+    kind: AuthKind,
+    sent: Option<&(AuthKind, Authorization)>,
+    req: &Request,
+) -> Option<Authorization> {
+    let (challenge, verdict) = challenge_in(&resp.headers, kind, sent)?;
+    if verdict == Rechallenge::Failed {
+        warn!(
+            code = resp.status_code.code(),
+            method = %req.method,
+            "credentials refused (wrong sip.password?)"
+        );
+        return None;
+    }
+    let method = req.method.to_string();
+    let uri = req.uri.to_string();
+    digest
+        .authorize(
+            &challenge,
+            &DigestRequest {
+                method: &method,
+                uri: &uri,
+                body: &req.body,
+            },
+            random_cnonce,
+        )
+        .ok()
+}
 
 pub struct UserAgent {
     calls: HashMap<RequestId, ProbeCall>,
@@ -802,6 +846,7 @@ impl UserAgent {
                 uas_2xx: None,
                 sdp: Vec::new(),
                 bye_reason: None,
+                reinvite_auth: None,
                 forks: Vec::new(),
             },
         );
@@ -1021,7 +1066,7 @@ impl UserAgent {
                     Some(Purpose::Bye(id)) => self.end_call(id, Some(code), false),
                     Some(Purpose::Cancel(_)) => {}
                     Some(Purpose::Reinvite(id)) => {
-                        self.on_reinvite_response(id, &resp);
+                        self.on_reinvite_response(id, &resp, now);
                         // Like the initial INVITE: 2xx retransmissions are ACKed again.
                         return;
                     }
@@ -1069,30 +1114,11 @@ impl UserAgent {
         if out.challenges > MAX_CHALLENGES {
             return false;
         }
-        let Some((challenge, verdict)) = challenge_in(&resp.headers, kind, out.sent_auth.as_ref())
+        let Some(auth) = answer_challenge(digest, resp, kind, out.sent_auth.as_ref(), &out.req)
         else {
             return false;
         };
-        if verdict == Rechallenge::Failed {
-            warn!(
-                code,
-                "credentials refused for an outgoing request (wrong sip.password?)"
-            );
-            return false;
-        }
         let method = out.req.method.to_string();
-        let uri = out.req.uri.to_string();
-        let Ok(auth) = digest.authorize(
-            &challenge,
-            &DigestRequest {
-                method: &method,
-                uri: &uri,
-                body: &out.req.body,
-            },
-            random_cnonce,
-        ) else {
-            return false;
-        };
         out.cseq += 1;
         let cseq = format!("{} {method}", out.cseq);
         let mut req = out.req.clone();
@@ -1123,6 +1149,73 @@ impl UserAgent {
             Purpose::Request(id)
         };
         self.send_client(req, to, purpose, now).is_ok()
+    }
+
+    /// Answers a 401/407 to our re-INVITE (RFC 3261 §22.2: a UAS or proxy may challenge
+    /// in-dialog requests too): the same re-INVITE again with the next CSeq and credentials.
+    /// False when it cannot or must not be answered (no credentials, refused twice).
+    fn reinvite_with_credentials(&mut self, id: RequestId, resp: &Response, now: Instant) -> bool {
+        let Some(kind) = AuthKind::from_status(resp.status_code.code()) else {
+            return false;
+        };
+        let user_agent = self.s.user_agent.clone();
+        let (Some(digest), Some(call)) = (self.digest.as_mut(), self.calls.get_mut(&id)) else {
+            return false;
+        };
+        let Some(auth_state) = call.reinvite_auth.as_mut() else {
+            return false;
+        };
+        auth_state.challenges += 1;
+        if auth_state.challenges > MAX_CHALLENGES {
+            return false;
+        }
+        let Some(auth) = answer_challenge(
+            digest,
+            resp,
+            kind,
+            auth_state.sent_auth.as_ref(),
+            &auth_state.req,
+        ) else {
+            return false;
+        };
+        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
+            return false;
+        };
+        let Ok(mut req) = dialog.request(Method::Invite, None, &user_agent) else {
+            return false;
+        };
+        // The same request as challenged (Contact, Content-Type, SDP), with the new CSeq.
+        let cseq = req
+            .headers
+            .iter()
+            .find(|h| matches!(h, Header::CSeq(_)))
+            .cloned();
+        req.headers = auth_state.req.headers.clone();
+        req.headers.retain(|h| {
+            !matches!(
+                h,
+                Header::CSeq(_) | Header::Authorization(_) | Header::ProxyAuthorization(_)
+            )
+        });
+        if let Some(cseq) = cseq {
+            req.headers.push(cseq);
+        }
+        req.body = auth_state.req.body.clone();
+        match kind {
+            AuthKind::Www => req
+                .headers
+                .push(rsip::headers::Authorization::new(auth.value().to_string()).into()),
+            AuthKind::Proxy => req
+                .headers
+                .push(rsip::headers::ProxyAuthorization::new(auth.value().to_string()).into()),
+        }
+        auth_state.sent_auth = Some((kind, auth));
+        info!(
+            code = resp.status_code.code(),
+            "re-INVITE challenged: sent again with credentials"
+        );
+        self.send_client(req, hop, Purpose::Reinvite(id), now)
+            .is_ok()
     }
 
     /// Places a probe call: INVITE `uri` (offer `a=inactive`: no media yet), ACK the 2xx,
@@ -1258,6 +1351,7 @@ impl UserAgent {
                 uas_2xx: None,
                 sdp: req.body.clone(),
                 bye_reason: None,
+                reinvite_auth: None,
                 forks: Vec::new(),
             },
         );
@@ -1519,6 +1613,11 @@ impl UserAgent {
         message::set_body(h, b, sdp);
         // RFC 3261 §14.2: while ours is pending, theirs gets 491.
         call.reinvites.outgoing = true;
+        call.reinvite_auth = Some(ReinviteAuth {
+            req: req.clone(),
+            challenges: 0,
+            sent_auth: None,
+        });
         if let Err(e) = self.send_client(req, hop, Purpose::Reinvite(id), now) {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.reinvites.outgoing = false;
@@ -1530,9 +1629,16 @@ impl UserAgent {
         Ok(())
     }
 
-    /// A final response to our re-INVITE: ACK a 2xx (each retransmission too), report once.
-    fn on_reinvite_response(&mut self, id: RequestId, resp: &Response) {
+    /// A final response to our re-INVITE: ACK a 2xx (each retransmission too), report once;
+    /// a 401/407 is answered with credentials first.
+    fn on_reinvite_response(&mut self, id: RequestId, resp: &Response, now: Instant) {
         let code = resp.status_code.code();
+        if matches!(code, 401 | 407)
+            && self.calls.get(&id).is_some_and(|c| c.reinvites.outgoing)
+            && self.reinvite_with_credentials(id, resp, now)
+        {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -2268,6 +2374,95 @@ mod tests {
         let ack = sent.iter().find(|m| m.starts_with("ACK ")).expect("ACK");
         assert_eq!(header(ack, "CSeq"), "1 ACK", "the 2xx's own CSeq");
         assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
+    fn a_challenged_reinvite_is_sent_again_with_credentials() {
+        let settings = ua(10).s.clone();
+        let digest = DigestClient::new("gateway", crate::config::Secret::new("gatewaypw")).unwrap();
+        let mut u = UserAgent::new(settings, None, Some(digest), Arc::new(Metrics::default()));
+        let now = Instant::now();
+        let id = u
+            .invite(
+                "sip:bob@sip.test",
+                None,
+                None,
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
+            .unwrap();
+        let (sent, _) = drain(&mut u);
+        u.on_inbound(
+            response(&sent[0], 200, "OK", Some("b7"), OFFER).as_bytes(),
+            upstream(),
+            now,
+        );
+        drain(&mut u);
+        let hold = OFFER.replace("sendrecv", "sendonly");
+        u.reinvite(id, hold.clone().into_bytes(), now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let first = sent
+            .iter()
+            .find(|m| m.starts_with("INVITE "))
+            .unwrap()
+            .clone();
+        assert_eq!(header(&first, "CSeq"), "2 INVITE");
+        let challenge = |req: &str, nonce: &str| {
+            response(req, 401, "Unauthorized", Some("b7"), "").replace(
+                "Content-Length: 0",
+                &format!("WWW-Authenticate: Digest realm=\"sip.test\", nonce=\"{nonce}\", algorithm=MD5\r\nContent-Length: 0"),
+            )
+        };
+        u.on_inbound(challenge(&first, "n1").as_bytes(), upstream(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(events.is_empty(), "not reported yet: {events:?}");
+        let retry = sent
+            .iter()
+            .find(|m| m.starts_with("INVITE "))
+            .unwrap_or_else(|| panic!("re-INVITE sent again: {sent:?}"))
+            .clone();
+        assert_eq!(header(&retry, "CSeq"), "3 INVITE");
+        assert!(
+            header(&retry, "Authorization").contains("nonce=\"n1\""),
+            "{retry}"
+        );
+        assert_eq!(header(&retry, "Call-ID"), header(&first, "Call-ID"));
+        assert!(retry.ends_with(&hold), "the same offer: {retry}");
+        u.on_inbound(
+            response(&retry, 200, "OK", Some("b7"), OFFER).as_bytes(),
+            upstream(),
+            now,
+        );
+        let (sent, events) = drain(&mut u);
+        let ack = sent.iter().find(|m| m.starts_with("ACK ")).expect("ACK");
+        assert_eq!(header(ack, "CSeq"), "3 ACK");
+        assert!(
+            matches!(&events[..], [UaEvent::ReinviteAnswered { code: 200, .. }]),
+            "{events:?}"
+        );
+        // The next re-INVITE refused again with the nonce we answered: wrong password, not
+        // retried; the call layer hears the 401.
+        u.reinvite(id, OFFER.as_bytes().to_vec(), now).unwrap();
+        let (sent, _) = drain(&mut u);
+        let third = sent
+            .iter()
+            .find(|m| m.starts_with("INVITE "))
+            .unwrap()
+            .clone();
+        u.on_inbound(challenge(&third, "n1").as_bytes(), upstream(), now);
+        let (sent, _) = drain(&mut u);
+        let again = sent
+            .iter()
+            .find(|m| m.starts_with("INVITE "))
+            .unwrap()
+            .clone();
+        u.on_inbound(challenge(&again, "n1").as_bytes(), upstream(), now);
+        let (sent, events) = drain(&mut u);
+        assert!(!sent.iter().any(|m| m.starts_with("INVITE ")), "{sent:?}");
+        assert!(
+            matches!(&events[..], [UaEvent::ReinviteAnswered { code: 401, .. }]),
+            "{events:?}"
+        );
     }
 
     #[test]
