@@ -43,6 +43,14 @@ async def wait_info(jc, name, count=1, timeout=10):
                          f"{jc.exchange_text()}")
 
 
+async def call_bob(jc, bob):
+    """The Jingle client calls baresip bob through the gateway; returns once both are up."""
+    reply = await jc.call(BOB_CONTACT)
+    assert reply["type"] == "result", reply
+    await jc.wait_for("session-accept", timeout=20)
+    await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+
+
 async def frames_during(jc, seconds):
     before = jc.aio.frames
     await asyncio.sleep(seconds)
@@ -59,10 +67,7 @@ def test_hold_and_resume_from_xmpp_reinvite_the_phone(prosody, kamailio, baresip
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
         try:
-            reply = await jc.call(BOB_CONTACT)
-            assert reply["type"] == "result", reply
-            await jc.wait_for("session-accept", timeout=20)
-            await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+            await call_bob(jc, bob)
             await jc.aio.wait_frames(100, timeout=10)
             talking = await frames_during(jc, 2.0)
             print(f"frames from the phone in 2 s before hold: {talking}")
@@ -113,10 +118,7 @@ def test_hold_from_the_phone_is_told_to_the_xmpp_party(prosody, kamailio, baresi
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
         try:
-            reply = await jc.call(BOB_CONTACT)
-            assert reply["type"] == "result", reply
-            await jc.wait_for("session-accept", timeout=20)
-            await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+            await call_bob(jc, bob)
             r = await asyncio.to_thread(bob.ctrl, "hold")
             print("baresip hold:", r)
             await wait_info(jc, "hold")
@@ -153,10 +155,7 @@ def test_phone_reinvite_while_the_xmpp_side_holds_keeps_the_hold(
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
         try:
-            reply = await jc.call(BOB_CONTACT)
-            assert reply["type"] == "result", reply
-            await jc.wait_for("session-accept", timeout=20)
-            await asyncio.to_thread(bob.wait_event, "CALL_ESTABLISHED", timeout=10)
+            await call_bob(jc, bob)
             await jc.aio.wait_frames(100, timeout=10)
             reply = await session_info(jc, "hold")
             assert reply["type"] == "result", reply

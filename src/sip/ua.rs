@@ -2319,6 +2319,27 @@ mod tests {
     }
 
     /// A response to `req` (our request, as sent) from the far end.
+    /// `u` calls sip:bob@sip.test with OFFER: the call's id and what was sent (the INVITE).
+    fn invite_bob(u: &mut UserAgent, now: Instant) -> (RequestId, Vec<String>) {
+        let id = u
+            .invite(
+                "sip:bob@sip.test",
+                None,
+                None,
+                OFFER.as_bytes().to_vec(),
+                now,
+            )
+            .unwrap();
+        (id, drain(u).0)
+    }
+
+    /// A UA with the account's credentials (gateway / gatewaypw), for challenges.
+    fn ua_with_credentials() -> UserAgent {
+        let settings = ua(10).s.clone();
+        let digest = DigestClient::new("gateway", crate::config::Secret::new("gatewaypw")).unwrap();
+        UserAgent::new(settings, None, Some(digest), Arc::new(Metrics::default()))
+    }
+
     fn response(req: &str, code: u16, phrase: &str, to_tag: Option<&str>, body: &str) -> String {
         let to = match to_tag {
             Some(t) => format!("{};tag={t}", header(req, "To")),
@@ -2343,16 +2364,7 @@ mod tests {
     fn a_late_2xx_of_the_first_invite_is_acked_with_its_own_cseq_after_a_reinvite() {
         let mut u = ua(10);
         let now = Instant::now();
-        let id = u
-            .invite(
-                "sip:bob@sip.test",
-                None,
-                None,
-                OFFER.as_bytes().to_vec(),
-                now,
-            )
-            .unwrap();
-        let (sent, _) = drain(&mut u);
+        let (id, sent) = invite_bob(&mut u, now);
         let first_ok = response(&sent[0], 200, "OK", Some("b7"), OFFER);
         u.on_inbound(first_ok.as_bytes(), upstream(), now);
         drain(&mut u);
@@ -2378,20 +2390,9 @@ mod tests {
 
     #[test]
     fn a_challenged_reinvite_is_sent_again_with_credentials() {
-        let settings = ua(10).s.clone();
-        let digest = DigestClient::new("gateway", crate::config::Secret::new("gatewaypw")).unwrap();
-        let mut u = UserAgent::new(settings, None, Some(digest), Arc::new(Metrics::default()));
+        let mut u = ua_with_credentials();
         let now = Instant::now();
-        let id = u
-            .invite(
-                "sip:bob@sip.test",
-                None,
-                None,
-                OFFER.as_bytes().to_vec(),
-                now,
-            )
-            .unwrap();
-        let (sent, _) = drain(&mut u);
+        let (id, sent) = invite_bob(&mut u, now);
         u.on_inbound(
             response(&sent[0], 200, "OK", Some("b7"), OFFER).as_bytes(),
             upstream(),
@@ -2469,16 +2470,7 @@ mod tests {
     fn a_second_forked_2xx_is_acked_and_byed_and_the_call_goes_on() {
         let mut u = ua(10);
         let now = Instant::now();
-        let id = u
-            .invite(
-                "sip:bob@sip.test",
-                None,
-                None,
-                OFFER.as_bytes().to_vec(),
-                now,
-            )
-            .unwrap();
-        let (sent, _) = drain(&mut u);
+        let (id, sent) = invite_bob(&mut u, now);
         let invite = sent[0].clone();
         u.on_inbound(
             response(&invite, 200, "OK", Some("desk"), OFFER).as_bytes(),
@@ -2601,20 +2593,9 @@ mod tests {
 
     #[test]
     fn cancel_after_a_407_goes_to_the_retried_invite() {
-        let settings = ua(10).s.clone();
-        let digest = DigestClient::new("gateway", crate::config::Secret::new("gatewaypw")).unwrap();
-        let mut u = UserAgent::new(settings, None, Some(digest), Arc::new(Metrics::default()));
+        let mut u = ua_with_credentials();
         let now = Instant::now();
-        let id = u
-            .invite(
-                "sip:bob@sip.test",
-                None,
-                None,
-                OFFER.as_bytes().to_vec(),
-                now,
-            )
-            .unwrap();
-        let (sent, _) = drain(&mut u);
+        let (id, sent) = invite_bob(&mut u, now);
         let first = sent[0].clone();
         // The proxy's 100 Trying to the first INVITE counts for that transaction only.
         u.on_inbound(
@@ -2675,16 +2656,7 @@ mod tests {
     fn outgoing_call_cancelled_after_ringing_ends_with_487() {
         let mut u = ua(10);
         let now = Instant::now();
-        let id = u
-            .invite(
-                "sip:bob@sip.test",
-                None,
-                None,
-                OFFER.as_bytes().to_vec(),
-                now,
-            )
-            .unwrap();
-        let (sent, _) = drain(&mut u);
+        let (id, sent) = invite_bob(&mut u, now);
         let invite = sent[0].clone();
         // Cancel before any 1xx: held back until one arrives (RFC 3261 §9.1).
         u.hangup(id, 480, None, now).unwrap();
