@@ -366,7 +366,7 @@ fn event_json(id: &str, ev: &BridgeEvent) -> Value {
             "mode": if p.transcode { "transcode" } else { "passthrough" },
             "webrtc": format_json(&p.webrtc),
             "sip": format_json(&p.sip),
-            "dtmf": if p.dtmf_relay { "relay" } else { "none" },
+            "dtmf": if p.dtmf_relay() { "relay" } else { "none" },
         }),
         BridgeEvent::Connected {
             leg,

@@ -7,10 +7,4 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bash "$HERE/setup.sh"
 export XSG_BIN=${XSG_BIN:-$(dirname "$HERE")/target/release/xmpp-sip-gateway}
-cmd=("$HERE/.venv/bin/python" "$HERE/bench_calls.py" "$@")
-if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
-  echo "bench_calls.sh: running in a new network namespace (loopback only)"
-  exec unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${cmd[@]}"
-fi
-echo "bench_calls.sh: cannot create a network namespace (needs root and unshare -n); using the host's loopback"
-exec "${cmd[@]}"
+exec bash "$HERE/loopback_ns.sh" bench_calls.sh "$HERE/.venv/bin/python" "$HERE/bench_calls.py" "$@"

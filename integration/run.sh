@@ -30,14 +30,7 @@ done
 cmd=("$HERE/.venv/bin/python" -m pytest -c "$HERE/pytest.ini" --rootdir "$HERE" "${args[@]}")
 
 rc=0
-if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
-  echo "run.sh: running pytest in a new network namespace (loopback only)"
-  unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${cmd[@]}" || rc=$?
-else
-  echo "run.sh: cannot create a network namespace (needs root and unshare -n);" \
-       "running on the host's loopback instead"
-  "${cmd[@]}" || rc=$?
-fi
+bash "$HERE/loopback_ns.sh" "run.sh (pytest)" "${cmd[@]}" || rc=$?
 if [ $rc -eq 5 ]; then
   echo "run.sh: pytest collected no tests: failing" >&2
   rc=1

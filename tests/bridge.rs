@@ -345,7 +345,7 @@ async fn transcoding_opus_to_pcmu_carries_tones_both_ways_and_dtmf_is_scaled() {
     else {
         unreachable!()
     };
-    assert!(plan.transcode && plan.dtmf_relay, "{plan:?}");
+    assert!(plan.transcode && plan.dtmf_relay(), "{plan:?}");
     call.connected().await;
 
     let mut enc = OpusEncoder::new(48000, OpusConfig::default()).unwrap();
@@ -475,7 +475,7 @@ async fn dtmf_from_the_phone_arrives_as_telephone_event_on_the_webrtc_leg() {
         ..Default::default()
     };
     let p = plan(&webrtc, &sip).unwrap();
-    assert!(!p.transcode && p.dtmf_relay, "{p:?}");
+    assert!(!p.transcode && p.dtmf_relay(), "{p:?}");
     assert_eq!(
         (p.webrtc_event, p.sip_event),
         (te(126, 8000), te(101, 8000))

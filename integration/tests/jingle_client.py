@@ -20,6 +20,7 @@ It can also be CALLED (SIP -> XMPP through the gateway, XEP-0353 then XEP-0166):
     reply = await jc.accept(initiate)                  # aiortc's answer as session-accept
 """
 import asyncio
+import contextlib
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -46,6 +47,20 @@ NS_GROUP = "urn:xmpp:jingle:apps:grouping:0"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 TEST_TIMEOUT = 120          # s, for one call test's asyncio body (pytest.ini's hard limit is 180)
+
+
+@contextlib.asynccontextmanager
+async def exchange_printed(jc, title="Jingle exchange"):
+    """`async with exchange_printed(jc):` the steps of a call; then (pass or fail) prints the
+    client's XMPP exchange and closes the client."""
+    try:
+        yield jc
+    finally:
+        try:
+            print(f"===== {title} =====")
+            print(jc.exchange_text())
+        finally:
+            await jc.close()
 
 
 def run(coro, timeout=TEST_TIMEOUT):

@@ -11,9 +11,8 @@ import pytest
 import harness
 from harness import GATEWAY_JID
 from jingle_client import NS_RTP, NS_RTP_INFO, NS_ICE, NS_DTLS, NS_GROUP, JingleClient, q, \
-    blocking, reason_of, run, to_xml
-from sip_harness import assert_no_call_resources, dominant_frequency, sip_header, \
-    sip_uri
+    blocking, exchange_printed, reason_of, run, to_xml
+from sip_harness import assert_no_call_resources, dominant_frequency, sip_header
 
 CALLER = ("juliet", "julietpw")
 CALLER_HZ = 440
@@ -38,11 +37,6 @@ def call_setup(prosody, kamailio, baresip_factory, sip_gateway_factory, caller):
 async def client(prosody, tmp_path):
     return await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "juliet",
                               tone_hz=CALLER_HZ).start()
-
-
-def print_exchange(jc):
-    print("===== Jingle exchange =====")
-    print(jc.exchange_text())
 
 
 def check_accept(jc, accept):
@@ -99,21 +93,14 @@ def test_xmpp_user_calls_a_sip_phone_audio_both_ways_and_hangs_up(prosody, call_
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
-            try:
-                await establish(jc, bob)
-                await asyncio.sleep(4)
-                f_caller = await check_audio_both_ways(jc, bob)
-                reply = await jc.hangup("success")
-                assert reply["type"] == "result", f"session-terminate answered:\n{reply}"
-                closed = await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
-                print(f"baresip: CALL_CLOSED {closed.get('param')!r}")
-            except BaseException:
-                print_exchange(jc)
-                raise
-            print_exchange(jc)
-        finally:
-            await jc.close()
+        async with exchange_printed(jc):
+            await establish(jc, bob)
+            await asyncio.sleep(4)
+            f_caller = await check_audio_both_ways(jc, bob)
+            reply = await jc.hangup("success")
+            assert reply["type"] == "result", f"session-terminate answered:\n{reply}"
+            closed = await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+            print(f"baresip: CALL_CLOSED {closed.get('param')!r}")
         heard_by_bob = await blocking(bob.wait_recording, "dec", min_seconds=3.0)
         f_bob = await blocking(dominant_frequency, heard_by_bob, 0.5, 2.0)
         print(f"baresip bob hears {f_bob:.1f} Hz ({heard_by_bob.name})")
@@ -129,26 +116,19 @@ def test_sip_phone_hangs_up_first(prosody, call_setup, tmp_path):
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
-            try:
-                await establish(jc, bob)
-                await jc.aio.wait_frames(50, timeout=10)
-                t0 = time.monotonic()
-                r = await blocking(bob.hangup)
-                assert r.get("ok"), f"baresip hangup: {r}"
-                await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
-                term = await jc.wait_for("session-terminate", timeout=10)
-                arrived = next(t for t, j in jc.events if j is term)
-                print(f"baresip hangup -> session-terminate received in "
-                      f"{(arrived - t0) * 1000:.0f} ms:\n{to_xml(term)}")
-                cond, text = reason_of(term)
-                assert cond == "success", to_xml(term)
-            except BaseException:
-                print_exchange(jc)
-                raise
-            print_exchange(jc)
-        finally:
-            await jc.close()
+        async with exchange_printed(jc):
+            await establish(jc, bob)
+            await jc.aio.wait_frames(50, timeout=10)
+            t0 = time.monotonic()
+            r = await blocking(bob.hangup)
+            assert r.get("ok"), f"baresip hangup: {r}"
+            await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+            term = await jc.wait_for("session-terminate", timeout=10)
+            arrived = next(t for t, j in jc.events if j is term)
+            print(f"baresip hangup -> session-terminate received in "
+                  f"{(arrived - t0) * 1000:.0f} ms:\n{to_xml(term)}")
+            cond, text = reason_of(term)
+            assert cond == "success", to_xml(term)
 
     run(body())
     assert_no_call_resources(gw)
@@ -160,22 +140,15 @@ def test_call_to_unknown_sip_user_fails_with_gone(prosody, kamailio, sip_gateway
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
-            try:
-                reply = await jc.call(f"nobody*sip.test@{GATEWAY_JID}/gw")
-                assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
-                term = await jc.wait_for("session-terminate", timeout=15)
-                cond, text = reason_of(term)
-                print(f"session-terminate: reason {cond}, text {text!r}")
-                assert cond == "gone", to_xml(term)
-                assert text is not None and text.startswith("404"), to_xml(term)
-                assert not jc.received("session-accept")
-            except BaseException:
-                print_exchange(jc)
-                raise
-            print_exchange(jc)
-        finally:
-            await jc.close()
+        async with exchange_printed(jc):
+            reply = await jc.call(f"nobody*sip.test@{GATEWAY_JID}/gw")
+            assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
+            term = await jc.wait_for("session-terminate", timeout=15)
+            cond, text = reason_of(term)
+            print(f"session-terminate: reason {cond}, text {text!r}")
+            assert cond == "gone", to_xml(term)
+            assert text is not None and text.startswith("404"), to_xml(term)
+            assert not jc.received("session-accept")
 
     run(body())
     assert_no_call_resources(gw)
@@ -239,25 +212,18 @@ def test_sip_phone_busy_terminates_with_busy(prosody, manual_setup, tmp_path):
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
-            try:
-                await ring_bob(jc, bob)
-                r = await blocking(bob.hangup)
-                assert r.get("ok"), f"baresip hangup: {r}"
-                term = await jc.wait_for("session-terminate", timeout=10)
-                cond, text = reason_of(term)
-                print(f"session-terminate: reason {cond}, text {text!r}")
-                assert term.get("sid") == jc.sid, to_xml(term)
-                assert cond == "busy", to_xml(term)
-                assert text is not None and text.startswith("486"), to_xml(term)
-                assert bob_lines(bob, r"^SIP/2\.0 486 ", "out"), bob.log_text()[-3000:]
-                assert not jc.received("session-accept")
-            except BaseException:
-                print_exchange(jc)
-                raise
-            print_exchange(jc)
-        finally:
-            await jc.close()
+        async with exchange_printed(jc):
+            await ring_bob(jc, bob)
+            r = await blocking(bob.hangup)
+            assert r.get("ok"), f"baresip hangup: {r}"
+            term = await jc.wait_for("session-terminate", timeout=10)
+            cond, text = reason_of(term)
+            print(f"session-terminate: reason {cond}, text {text!r}")
+            assert term.get("sid") == jc.sid, to_xml(term)
+            assert cond == "busy", to_xml(term)
+            assert text is not None and text.startswith("486"), to_xml(term)
+            assert bob_lines(bob, r"^SIP/2\.0 486 ", "out"), bob.log_text()[-3000:]
+            assert not jc.received("session-accept")
 
     run(body())
     assert_no_call_resources(gw)
@@ -273,38 +239,31 @@ def test_xmpp_caller_gives_up_before_answer_sends_cancel(prosody, kamailio, manu
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
-            try:
-                await ring_bob(jc, bob)
-                reply = await jc.hangup(reason)
-                assert reply["type"] == "result", f"session-terminate answered:\n{reply}"
-                deadline = time.monotonic() + 10
-                while not (cancels := bob_lines(bob, r"^CANCEL sips?:\S+ SIP/2\.0", "in")):
-                    if time.monotonic() > deadline:
-                        at_proxy = [line.strip() for line in kamailio.log_text().splitlines()
-                                    if "REQ CANCEL" in line]
-                        pytest.fail(
-                            f"bob received no CANCEL within 10s of the session-terminate. "
-                            f"Kamailio got {len(at_proxy)} CANCEL(s) from the gateway "
-                            f"{at_proxy[:1]} and relays a CANCEL only when it matches the "
-                            f"INVITE transaction it forwarded (t_check_trans: same Via branch "
-                            f"and CSeq number as the INVITE sent with Proxy-Authorization)")
-                    await asyncio.sleep(0.1)
-                print(f"bob received: {cancels[0]}")
-                closed = await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
-                print(f"bob: CALL_CLOSED {closed.get('param')!r}")
-                assert bob_lines(bob, r"^SIP/2\.0 487 ", "out"), "bob sent no 487:\n" + \
-                    bob.log_text()[-3000:]
-                assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events())
-                await asyncio.sleep(1)
-                assert not jc.received("session-terminate"), jc.exchange_text()
-                assert not jc.received("session-accept"), jc.exchange_text()
-            except BaseException:
-                print_exchange(jc)
-                raise
-            print_exchange(jc)
-        finally:
-            await jc.close()
+        async with exchange_printed(jc):
+            await ring_bob(jc, bob)
+            reply = await jc.hangup(reason)
+            assert reply["type"] == "result", f"session-terminate answered:\n{reply}"
+            deadline = time.monotonic() + 10
+            while not (cancels := bob_lines(bob, r"^CANCEL sips?:\S+ SIP/2\.0", "in")):
+                if time.monotonic() > deadline:
+                    at_proxy = [line.strip() for line in kamailio.log_text().splitlines()
+                                if "REQ CANCEL" in line]
+                    pytest.fail(
+                        f"bob received no CANCEL within 10s of the session-terminate. "
+                        f"Kamailio got {len(at_proxy)} CANCEL(s) from the gateway "
+                        f"{at_proxy[:1]} and relays a CANCEL only when it matches the "
+                        f"INVITE transaction it forwarded (t_check_trans: same Via branch "
+                        f"and CSeq number as the INVITE sent with Proxy-Authorization)")
+                await asyncio.sleep(0.1)
+            print(f"bob received: {cancels[0]}")
+            closed = await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
+            print(f"bob: CALL_CLOSED {closed.get('param')!r}")
+            assert bob_lines(bob, r"^SIP/2\.0 487 ", "out"), "bob sent no 487:\n" + \
+                bob.log_text()[-3000:]
+            assert not any(e.get("type") == "CALL_ESTABLISHED" for e in bob.events())
+            await asyncio.sleep(1)
+            assert not jc.received("session-terminate"), jc.exchange_text()
+            assert not jc.received("session-accept"), jc.exchange_text()
 
     run(body())
     assert_no_call_resources(gw)
@@ -320,25 +279,18 @@ def test_sip_phone_declines_terminates_with_decline(prosody, kamailio, scripted_
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
-            try:
-                reply = await jc.call(f"carol*sip.test@{GATEWAY_JID}/gw")
-                assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
-                term = await jc.wait_for("session-terminate", timeout=15)
-                cond, text = reason_of(term)
-                print(f"session-terminate: reason {cond}, text {text!r}; carol sent {carol.sent}")
-                assert [j for j in jc.received("session-info")
-                        if j.find(q(NS_RTP_INFO, "ringing")) is not None], jc.exchange_text()
-                assert cond == "decline", to_xml(term)
-                assert text is not None and text.startswith("603"), to_xml(term)
-                assert not jc.received("session-accept")
-                await blocking(carol.wait_request, "ACK", timeout=5)
-            except BaseException:
-                print_exchange(jc)
-                raise
-            print_exchange(jc)
-        finally:
-            await jc.close()
+        async with exchange_printed(jc):
+            reply = await jc.call(f"carol*sip.test@{GATEWAY_JID}/gw")
+            assert reply["type"] == "result", f"session-initiate answered:\n{reply}"
+            term = await jc.wait_for("session-terminate", timeout=15)
+            cond, text = reason_of(term)
+            print(f"session-terminate: reason {cond}, text {text!r}; carol sent {carol.sent}")
+            assert [j for j in jc.received("session-info")
+                    if j.find(q(NS_RTP_INFO, "ringing")) is not None], jc.exchange_text()
+            assert cond == "decline", to_xml(term)
+            assert text is not None and text.startswith("603"), to_xml(term)
+            assert not jc.received("session-accept")
+            await blocking(carol.wait_request, "ACK", timeout=5)
 
     run(body())
     assert_no_call_resources(gw)
@@ -355,16 +307,11 @@ def test_mapped_caller_id_falls_back_to_the_account_when_the_registrar_insists(
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
+        async with exchange_printed(jc):
             await establish(jc, bob)
             await jc.aio.wait_frames(50, timeout=10)
             await jc.hangup("success")
             await blocking(bob.wait_event, "CALL_CLOSED", timeout=10)
-        except BaseException:
-            print_exchange(jc)
-            raise
-        finally:
-            await jc.close()
 
     run(body())
     log = gw.log_text()
@@ -398,7 +345,7 @@ def test_two_phones_answer_a_forked_call_the_second_is_acked_and_hung_up(
 
     async def body():
         jc = await client(prosody, tmp_path)
-        try:
+        async with exchange_printed(jc):
             reply = await jc.call(BOB_CONTACT)
             assert reply["type"] == "result", reply
             await jc.wait_for("session-accept", timeout=20)
@@ -424,11 +371,6 @@ def test_two_phones_answer_a_forked_call_the_second_is_acked_and_hung_up(
             reply = await jc.hangup("success")
             assert reply["type"] == "result", reply
             await blocking(kept.wait_request, "BYE", timeout=5)
-        except BaseException:
-            print_exchange(jc)
-            raise
-        finally:
-            await jc.close()
 
     run(body())
     assert_no_call_resources(gw)

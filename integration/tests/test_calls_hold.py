@@ -7,7 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from harness import GATEWAY_JID
-from jingle_client import NS_JINGLE, NS_RTP_INFO, JingleClient, q
+from jingle_client import NS_JINGLE, NS_RTP_INFO, JingleClient, exchange_printed, q
 from sip_harness import dominant_frequency
 
 CALLER = ("romeo", "romeopw")
@@ -66,7 +66,7 @@ def test_hold_and_resume_from_xmpp_reinvite_the_phone(prosody, kamailio, baresip
     async def body():
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
-        try:
+        async with exchange_printed(jc):
             await call_bob(jc, bob)
             await jc.aio.wait_frames(100, timeout=10)
             talking = await frames_during(jc, 2.0)
@@ -96,11 +96,6 @@ def test_hold_and_resume_from_xmpp_reinvite_the_phone(prosody, kamailio, baresip
             assert abs(heard - PHONE_HZ) <= 5, heard
             await jc.hangup("success")
             await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
-        except BaseException:
-            print(jc.exchange_text())
-            raise
-        finally:
-            await jc.close()
         assert "re-INVITE to the SIP side hold=true" in gw.log_text(), gw.log_text()[-3000:]
 
     asyncio.run(asyncio.wait_for(body(), 90))
@@ -117,7 +112,7 @@ def test_hold_from_the_phone_is_told_to_the_xmpp_party(prosody, kamailio, baresi
     async def body():
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
-        try:
+        async with exchange_printed(jc):
             await call_bob(jc, bob)
             r = await asyncio.to_thread(bob.ctrl, "hold")
             print("baresip hold:", r)
@@ -129,11 +124,6 @@ def test_hold_from_the_phone_is_told_to_the_xmpp_party(prosody, kamailio, baresi
             await jc.aio.wait_frames(jc.aio.frames + 75, timeout=10)
             await jc.hangup("success")
             await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
-        except BaseException:
-            print(jc.exchange_text())
-            raise
-        finally:
-            await jc.close()
 
     asyncio.run(asyncio.wait_for(body(), 90))
 
@@ -154,7 +144,7 @@ def test_phone_reinvite_while_the_xmpp_side_holds_keeps_the_hold(
     async def body():
         jc = await JingleClient(prosody.c2s_port, *CALLER, tmp_path / "romeo",
                                 tone_hz=440).start()
-        try:
+        async with exchange_printed(jc):
             await call_bob(jc, bob)
             await jc.aio.wait_frames(100, timeout=10)
             reply = await session_info(jc, "hold")
@@ -184,10 +174,5 @@ def test_phone_reinvite_while_the_xmpp_side_holds_keeps_the_hold(
             assert resumed >= 75, resumed
             await jc.hangup("success")
             await asyncio.to_thread(bob.wait_event, "CALL_CLOSED", timeout=10)
-        except BaseException:
-            print(jc.exchange_text())
-            raise
-        finally:
-            await jc.close()
 
     asyncio.run(asyncio.wait_for(body(), 90))

@@ -17,7 +17,7 @@ import pytest
 import harness
 from harness import DOMAIN, GATEWAY_JID, LinkRelay
 from jingle_client import NS_DTLS, NS_GROUP, NS_ICE, NS_JINGLE, NS_JMI, NS_RTP, JingleClient, q, \
-    blocking, reason_of, run, to_xml
+    blocking, exchange_printed, reason_of, run, to_xml
 from sip_harness import assert_no_call_resources, dominant_frequency, gateway_call_stats
 
 CALLEE = ("juliet", "julietpw")
@@ -67,14 +67,8 @@ def closed_code(event) -> str:
 
 async def with_exchange(jc, coro):
     """Run `coro`; print the client's XMPP exchange (always: pass or fail), close the client."""
-    try:
-        try:
-            return await coro
-        finally:
-            print("===== XMPP exchange of the callee =====")
-            print(jc.exchange_text())
-    finally:
-        await jc.close()
+    async with exchange_printed(jc, "XMPP exchange of the callee"):
+        return await coro
 
 
 async def ring(jc, alice):

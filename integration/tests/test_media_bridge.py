@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import time
 from pathlib import Path
 

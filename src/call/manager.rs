@@ -39,7 +39,7 @@ use crate::xmpp::jingle::{
     ReasonCondition, SessionInfo,
 };
 use crate::xmpp::link::{CALL_IQ_PREFIX, LinkHandle, LinkState};
-use crate::xmpp::router::{CONTACT_RESOURCE, IDENTITY_NAME};
+use crate::xmpp::router::CONTACT_RESOURCE;
 use crate::xmpp::stanza::{ErrorType, StanzaError, elem, error_reply, reply, text_elem};
 
 const NS_CLIENT: &str = "jabber:component:accept";
@@ -123,10 +123,10 @@ struct Call {
     started: Instant,
     /// How it ended, when the code that ends it knows better than the reason says.
     outcome: Option<Outcome>,
-    /// XMPP → SIP with `calls.caller_id = mapped`: (Request-URI, caller's bare JID) while the
-    /// INVITE goes out with the mapped From; if the SIP side refuses that From (401/403/407),
-    /// the call is placed again as the account.
-    mapped_from: Option<(String, String)>,
+    /// XMPP → SIP with `calls.caller_id = mapped`: the Request-URI while the INVITE goes out
+    /// with the mapped From; if the SIP side refuses that From (401/403/407), the call is
+    /// placed again to it as the account.
+    mapped_from: Option<String>,
 }
 
 impl Call {
@@ -459,6 +459,15 @@ impl CallManager {
         m
     }
 
+    /// Delivers `timer` to the run loop after `delay`.
+    fn after(&self, delay: Duration, timer: Timer) {
+        let tx = self.timer_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(timer);
+        });
+    }
+
     /// Starts the bridge's event forwarding for call `key`.
     fn watch_bridge(&self, key: CallKey, bridge: &mut Bridge) {
         if let Some(mut events) = bridge.take_events() {
@@ -597,8 +606,7 @@ impl CallManager {
                     // Queries nobody answered: forget them rather than stop learning.
                     self.disco_pending.clear();
                 }
-                self.next += 1;
-                let id = format!("{CALL_IQ_PREFIX}disco-{}", self.next);
+                let id = self.iq_id();
                 let mut iq = elem(
                     "iq",
                     NS_CLIENT,
@@ -933,7 +941,7 @@ impl CallManager {
         };
         let prefer: Vec<_> = webrtc_codecs.audio.iter().map(|f| f.codec).collect();
         let sip_offer = sdp_media::sip_offer(&local_desc.sip, &prefer, SrtpPolicy::Plain, session);
-        let caller = from.split('/').next().unwrap_or(&from).to_string();
+        let caller = bare(&from).to_string();
         let mapped = self.cfg.caller_id == CallerId::Mapped;
         let sip_id = match self
             .send_invite(&uri, &caller, mapped, sip_offer.to_string().into_bytes())
@@ -983,7 +991,7 @@ impl CallManager {
                 on_hold: false,
                 held_by_sip: false,
                 session_iq: None,
-                mapped_from: mapped.then(|| (uri.clone(), caller.clone())),
+                mapped_from: mapped.then(|| uri.clone()),
             },
         );
     }
@@ -1031,9 +1039,10 @@ impl CallManager {
         if call.accepted || !matches!(code, 401 | 403 | 407) {
             return false;
         }
-        let Some((uri, caller)) = call.mapped_from.take() else {
+        let Some(uri) = call.mapped_from.take() else {
             return false;
         };
+        let caller = bare(&call.peer).to_string();
         let sdp = call.sip_offer.to_string().into_bytes();
         info!(%uri, %caller, code, "the SIP side refused the mapped caller ID; calling again as the account (calls.caller_id)");
         match self.send_invite(&uri, &caller, false, sdp).await {
@@ -1165,7 +1174,7 @@ impl CallManager {
             NS_CLIENT,
             &[("from", Some(&us)), ("to", Some(&callee))],
         );
-        presence.append_child(crate::xmpp::disco::contact_caps(IDENTITY_NAME));
+        presence.append_child(crate::xmpp::disco::contact_caps());
         if let Some(name) = from_display.as_deref().filter(|n| !n.is_empty()) {
             presence.append_child(text_elem("nick", NS_NICK, name));
         }
@@ -1194,12 +1203,7 @@ impl CallManager {
                 None
             }
         };
-        let timer = self.timer_tx.clone();
-        let ring = self.cfg.ring_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(ring).await;
-            let _ = timer.send(Timer::Ring(key));
-        });
+        self.after(self.cfg.ring_timeout, Timer::Ring(key));
         info!(%sid, %from, %callee, direct = ?direct, "call SIP → XMPP: ringing the XMPP user");
         self.stats.started_from_sip += 1;
         self.by_sip.insert(id, key);
@@ -1594,8 +1598,6 @@ impl CallManager {
         self.send(accept.to_iq(NS_CLIENT, &id, &us, &peer));
         if let Some(c) = self.calls.get_mut(&key) {
             c.session_iq = Some(id);
-        }
-        if let Some(c) = self.calls.get_mut(&key) {
             c.accepted = true;
         }
         self.count_answered(elapsed);
@@ -1666,12 +1668,10 @@ impl CallManager {
             // Glare or a busy peer (RFC 3261 §14.1): the session stays as it was; try again
             // after 2.1–4 s.
             info!(code, hold, "re-INVITE not taken now; trying again shortly");
-            let timer = self.timer_tx.clone();
-            let delay = Duration::from_millis(2100 + rand::random::<u64>() % 1900);
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = timer.send(Timer::Resync(key));
-            });
+            self.after(
+                Duration::from_millis(2100 + rand::random::<u64>() % 1900),
+                Timer::Resync(key),
+            );
             return;
         }
         if !(200..300).contains(&code) {

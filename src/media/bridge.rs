@@ -200,11 +200,15 @@ pub struct LegCodecs {
 }
 
 impl LegCodecs {
-    /// The leg's telephone-event format on `clock` (RFC 4733 §2.1), not clashing with `audio_pt`.
-    pub fn telephone_event_on(&self, clock: u32, audio_pt: u8) -> Option<TelephoneEventFormat> {
+    /// Every telephone-event format of the leg, the preferred one first.
+    pub fn telephone_events(&self) -> impl Iterator<Item = &TelephoneEventFormat> {
         self.telephone_event
             .iter()
             .chain(&self.other_telephone_events)
+    }
+    /// The leg's telephone-event format on `clock` (RFC 4733 §2.1), not clashing with `audio_pt`.
+    pub fn telephone_event_on(&self, clock: u32, audio_pt: u8) -> Option<TelephoneEventFormat> {
+        self.telephone_events()
             .find(|t| t.clock == clock && t.pt != audio_pt)
             .copied()
     }
@@ -217,11 +221,16 @@ pub struct MediaPlan {
     pub sip: AudioFormat,
     /// `false`: the legs share the codec and packets pass through undecoded.
     pub transcode: bool,
-    /// telephone-event relayed between the legs (both negotiated it on their audio clock).
-    pub dtmf_relay: bool,
     /// Each leg's telephone-event format on its chosen codec's clock, if it has one.
     pub webrtc_event: Option<TelephoneEventFormat>,
     pub sip_event: Option<TelephoneEventFormat>,
+}
+
+impl MediaPlan {
+    /// telephone-event relayed between the legs (both negotiated it on their audio clock).
+    pub fn dtmf_relay(&self) -> bool {
+        self.webrtc_event.is_some() && self.sip_event.is_some()
+    }
 }
 
 /// Chooses the plan: the first codec of the WebRTC leg's list that the SIP leg also has
@@ -252,7 +261,6 @@ pub fn plan(webrtc: &LegCodecs, sip: &LegCodecs) -> Result<MediaPlan, MediaError
         webrtc: w,
         sip: s,
         transcode,
-        dtmf_relay: webrtc_event.is_some() && sip_event.is_some(),
         webrtc_event,
         sip_event,
     })
@@ -1195,11 +1203,7 @@ impl BridgeTask {
         let tc = self.config.transcoder;
         let (webrtc_ssrc, webrtc_cname) = (self.webrtc_ssrc, self.webrtc_cname.clone());
         let built = plan(w, s).and_then(|plan| {
-            let te = if plan.dtmf_relay {
-                plan.webrtc_event.zip(plan.sip_event)
-            } else {
-                None
-            };
+            let te = plan.webrtc_event.zip(plan.sip_event);
             let to_sip = Flow::new(
                 plan.webrtc,
                 plan.sip,
@@ -1361,9 +1365,7 @@ impl BridgeTask {
                 let negotiated = RtpPacket::parse(buf).is_ok_and(|p| {
                     let pt = p.payload_type();
                     sip.remote.codecs.audio.iter().any(|f| f.pt == pt)
-                        || (sip.remote.codecs.telephone_event.iter())
-                            .chain(&sip.remote.codecs.other_telephone_events)
-                            .any(|t| t.pt == pt)
+                        || sip.remote.codecs.telephone_events().any(|t| t.pt == pt)
                 });
                 let evidence = if negotiated {
                     Evidence::NegotiatedRtp

@@ -158,7 +158,7 @@ struct UasInvite {
 
 /// A call: a probe placed by [`UserAgent::call`] (INVITE, ACK, hold, BYE, no media), or a
 /// bridged call the call layer drives ([`UserAgent::invite`], [`UaEvent::Incoming`]).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ProbeCall {
     /// `Some`: a probe call held this long; `None`: a bridged call.
     hold: Option<Duration>,
@@ -187,42 +187,23 @@ struct ProbeCall {
     /// RFC 3326 `Reason` for our BYE (e.g. `SIP;cause=503;text="ICE failed"`).
     bye_reason: Option<String>,
     /// Our re-INVITE as built (before Via), for answering a 401/407 to it.
-    reinvite_auth: Option<ReinviteAuth>,
+    reinvite_auth: Option<Outgoing>,
     /// 2xx from other forks of our INVITE (a proxy that rang several phones, two of which
     /// answered): their To tag and the stray dialog we ACKed and BYEd (RFC 3261 §13.2.2.4).
     forks: Vec<(String, RequestId)>,
-}
-
-/// A re-INVITE of ours that a UAS or proxy may challenge.
-#[derive(Debug)]
-struct ReinviteAuth {
-    req: Request,
-    challenges: u32,
-    sent_auth: Option<(AuthKind, Authorization)>,
 }
 
 impl ProbeCall {
     /// The dialog of a 2xx from another fork: ACKed, then ended with a BYE, never reported.
     fn stray(dialog: Dialog, hop: Peer) -> Self {
         ProbeCall {
-            hold: None,
-            uas: None,
-            pending_reinvite: None,
             provisional: true,
-            cancel_requested: false,
-            cancel_sent: false,
             answered_reported: true,
             dialog: Some(dialog),
             hop: Some(hop),
             invite_code: Some(200),
-            bye_due: None,
-            bye_sent: false,
-            reinvites: Reinvites::default(),
-            uas_2xx: None,
-            sdp: Vec::new(),
             bye_reason: Some("SIP;cause=200;text=\"answered elsewhere\"".into()),
-            reinvite_auth: None,
-            forks: Vec::new(),
+            ..Default::default()
         }
     }
 }
@@ -248,7 +229,7 @@ pub enum UaError {
 /// A request we originated, kept to answer 401/407 challenges (RFC 3261 §22.2).
 #[derive(Debug)]
 struct Outgoing {
-    /// As built, before Via and Route were added.
+    /// As built (or last sent with credentials), before Via was added.
     req: Request,
     to: Peer,
     cseq: u32,
@@ -256,41 +237,71 @@ struct Outgoing {
     sent_auth: Option<(AuthKind, Authorization)>,
 }
 
+impl Outgoing {
+    fn new(req: Request, to: Peer, cseq: u32) -> Self {
+        Outgoing {
+            req,
+            to,
+            cseq,
+            challenges: 0,
+            sent_auth: None,
+        }
+    }
+
+    /// The request again with CSeq `cseq` and our answer to the 401/407 `resp`; `None` when it
+    /// is not to be answered: not a challenge, too many, or our last answer refused (a wrong
+    /// password: RFC 3261 §22.2 says not to insist).
+    fn answer(&mut self, digest: &mut DigestClient, resp: &Response, cseq: u32) -> Option<Request> {
+        let kind = AuthKind::from_status(resp.status_code.code())?;
+        self.challenges += 1;
+        if self.challenges > MAX_CHALLENGES {
+            return None;
+        }
+        let (challenge, verdict) = challenge_in(&resp.headers, kind, self.sent_auth.as_ref())?;
+        if verdict == Rechallenge::Failed {
+            warn!(
+                code = resp.status_code.code(),
+                method = %self.req.method,
+                "credentials refused (wrong sip.password?)"
+            );
+            return None;
+        }
+        let method = self.req.method.to_string();
+        let uri = self.req.uri.to_string();
+        let auth = digest
+            .authorize(
+                &challenge,
+                &DigestRequest {
+                    method: &method,
+                    uri: &uri,
+                    body: &self.req.body,
+                },
+                random_cnonce,
+            )
+            .ok()?;
+        let mut req = self.req.clone();
+        req.headers.retain(|h| {
+            !matches!(
+                h,
+                Header::CSeq(_) | Header::Authorization(_) | Header::ProxyAuthorization(_)
+            )
+        });
+        req.headers
+            .push(rsip::headers::CSeq::new(format!("{cseq} {method}")).into());
+        let value = auth.value().to_string();
+        req.headers.push(match kind {
+            AuthKind::Www => rsip::headers::Authorization::new(value).into(),
+            AuthKind::Proxy => rsip::headers::ProxyAuthorization::new(value).into(),
+        });
+        self.sent_auth = Some((kind, auth));
+        self.cseq = cseq;
+        self.req = req.clone();
+        Some(req)
+    }
+}
+
 /// Challenges answered per request before the 401/407 is passed up as the outcome.
 const MAX_CHALLENGES: u32 = 2;
-
-/// Our `Authorization` for the challenge of `kind` in `resp` to `req`, unless the challenge is
-/// missing or says our previous answer (`sent`) was refused (wrong password: not retried).
-fn answer_challenge(
-    digest: &mut DigestClient,
-    resp: &Response,
-    kind: AuthKind,
-    sent: Option<&(AuthKind, Authorization)>,
-    req: &Request,
-) -> Option<Authorization> {
-    let (challenge, verdict) = challenge_in(&resp.headers, kind, sent)?;
-    if verdict == Rechallenge::Failed {
-        warn!(
-            code = resp.status_code.code(),
-            method = %req.method,
-            "credentials refused (wrong sip.password?)"
-        );
-        return None;
-    }
-    let method = req.method.to_string();
-    let uri = req.uri.to_string();
-    digest
-        .authorize(
-            &challenge,
-            &DigestRequest {
-                method: &method,
-                uri: &uri,
-                body: &req.body,
-            },
-            random_cnonce,
-        )
-        .ok()
-}
 
 pub struct UserAgent {
     calls: HashMap<RequestId, ProbeCall>,
@@ -502,16 +513,7 @@ impl UserAgent {
             message::set_body(h, b, bytes);
         }
         self.send_client(req.clone(), to, Purpose::Request(id), now)?;
-        self.outgoing.insert(
-            id,
-            Outgoing {
-                req,
-                to,
-                cseq: 1,
-                challenges: 0,
-                sent_auth: None,
-            },
-        );
+        self.outgoing.insert(id, Outgoing::new(req, to, 1));
         self.pump(now);
         Ok(id)
     }
@@ -824,7 +826,6 @@ impl UserAgent {
         self.calls.insert(
             id,
             ProbeCall {
-                hold: None,
                 uas: Some(UasInvite {
                     key,
                     req,
@@ -832,22 +833,8 @@ impl UserAgent {
                     from,
                     phrase: None,
                 }),
-                pending_reinvite: None,
-                provisional: false,
-                cancel_requested: false,
-                cancel_sent: false,
                 answered_reported: true,
-                dialog: None,
-                hop: None,
-                invite_code: None,
-                bye_due: None,
-                bye_sent: false,
-                reinvites: Reinvites::default(),
-                uas_2xx: None,
-                sdp: Vec::new(),
-                bye_reason: None,
-                reinvite_auth: None,
-                forks: Vec::new(),
+                ..Default::default()
             },
         );
         self.out.push_back(UaOutput::Event(event));
@@ -1103,42 +1090,12 @@ impl UserAgent {
     /// `Authorization` or `Proxy-Authorization` (RFC 3261 §22.2, §22.3). False when we cannot
     /// or must not (no credentials, wrong password, too many rounds).
     fn retry_with_credentials(&mut self, id: RequestId, resp: &Response, now: Instant) -> bool {
-        let code = resp.status_code.code();
-        let Some(kind) = AuthKind::from_status(code) else {
-            return false;
-        };
         let (Some(digest), Some(out)) = (self.digest.as_mut(), self.outgoing.get_mut(&id)) else {
             return false;
         };
-        out.challenges += 1;
-        if out.challenges > MAX_CHALLENGES {
-            return false;
-        }
-        let Some(auth) = answer_challenge(digest, resp, kind, out.sent_auth.as_ref(), &out.req)
-        else {
+        let Some(req) = out.answer(digest, resp, out.cseq + 1) else {
             return false;
         };
-        let method = out.req.method.to_string();
-        out.cseq += 1;
-        let cseq = format!("{} {method}", out.cseq);
-        let mut req = out.req.clone();
-        req.headers.retain(|h| {
-            !matches!(
-                h,
-                Header::CSeq(_) | Header::Authorization(_) | Header::ProxyAuthorization(_)
-            )
-        });
-        req.headers.push(rsip::headers::CSeq::new(cseq).into());
-        match kind {
-            AuthKind::Www => req
-                .headers
-                .push(rsip::headers::Authorization::new(auth.value().to_string()).into()),
-            AuthKind::Proxy => req
-                .headers
-                .push(rsip::headers::ProxyAuthorization::new(auth.value().to_string()).into()),
-        }
-        out.sent_auth = Some((kind, auth));
-        out.req = req.clone();
         let to = out.to;
         let purpose = if let Some(call) = self.calls.get_mut(&id) {
             // A CANCEL waits for a 1xx to the retried INVITE (RFC 3261 §9.1), not the first's.
@@ -1155,61 +1112,18 @@ impl UserAgent {
     /// in-dialog requests too): the same re-INVITE again with the next CSeq and credentials.
     /// False when it cannot or must not be answered (no credentials, refused twice).
     fn reinvite_with_credentials(&mut self, id: RequestId, resp: &Response, now: Instant) -> bool {
-        let Some(kind) = AuthKind::from_status(resp.status_code.code()) else {
-            return false;
-        };
-        let user_agent = self.s.user_agent.clone();
         let (Some(digest), Some(call)) = (self.digest.as_mut(), self.calls.get_mut(&id)) else {
             return false;
         };
-        let Some(auth_state) = call.reinvite_auth.as_mut() else {
+        let (Some(out), Some(dialog), Some(hop)) =
+            (call.reinvite_auth.as_mut(), call.dialog.as_mut(), call.hop)
+        else {
             return false;
         };
-        auth_state.challenges += 1;
-        if auth_state.challenges > MAX_CHALLENGES {
-            return false;
-        }
-        let Some(auth) = answer_challenge(
-            digest,
-            resp,
-            kind,
-            auth_state.sent_auth.as_ref(),
-            &auth_state.req,
-        ) else {
+        let Some(req) = out.answer(digest, resp, dialog.local_cseq + 1) else {
             return false;
         };
-        let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
-            return false;
-        };
-        let Ok(mut req) = dialog.request(Method::Invite, None, &user_agent) else {
-            return false;
-        };
-        // The same request as challenged (Contact, Content-Type, SDP), with the new CSeq.
-        let cseq = req
-            .headers
-            .iter()
-            .find(|h| matches!(h, Header::CSeq(_)))
-            .cloned();
-        req.headers = auth_state.req.headers.clone();
-        req.headers.retain(|h| {
-            !matches!(
-                h,
-                Header::CSeq(_) | Header::Authorization(_) | Header::ProxyAuthorization(_)
-            )
-        });
-        if let Some(cseq) = cseq {
-            req.headers.push(cseq);
-        }
-        req.body = auth_state.req.body.clone();
-        match kind {
-            AuthKind::Www => req
-                .headers
-                .push(rsip::headers::Authorization::new(auth.value().to_string()).into()),
-            AuthKind::Proxy => req
-                .headers
-                .push(rsip::headers::ProxyAuthorization::new(auth.value().to_string()).into()),
-        }
-        auth_state.sent_auth = Some((kind, auth));
+        dialog.local_cseq += 1;
         info!(
             code = resp.status_code.code(),
             "re-INVITE challenged: sent again with credentials"
@@ -1336,39 +1250,15 @@ impl UserAgent {
             id,
             ProbeCall {
                 hold,
-                uas: None,
-                pending_reinvite: None,
-                provisional: false,
-                cancel_requested: false,
-                cancel_sent: false,
-                answered_reported: false,
-                dialog: None,
-                hop: None,
-                invite_code: None,
-                bye_due: None,
-                bye_sent: false,
-                reinvites: Reinvites::default(),
-                uas_2xx: None,
                 sdp: req.body.clone(),
-                bye_reason: None,
-                reinvite_auth: None,
-                forks: Vec::new(),
+                ..Default::default()
             },
         );
         if let Err(e) = self.send_client(req.clone(), to, Purpose::Call(id), now) {
             self.calls.remove(&id);
             return Err(e);
         }
-        self.outgoing.insert(
-            id,
-            Outgoing {
-                req,
-                to,
-                cseq: 1,
-                challenges: 0,
-                sent_auth: None,
-            },
-        );
+        self.outgoing.insert(id, Outgoing::new(req, to, 1));
         self.pump(now);
         Ok(id)
     }
@@ -1613,11 +1503,7 @@ impl UserAgent {
         message::set_body(h, b, sdp);
         // RFC 3261 §14.2: while ours is pending, theirs gets 491.
         call.reinvites.outgoing = true;
-        call.reinvite_auth = Some(ReinviteAuth {
-            req: req.clone(),
-            challenges: 0,
-            sent_auth: None,
-        });
+        call.reinvite_auth = Some(Outgoing::new(req.clone(), hop, dialog.local_cseq));
         if let Err(e) = self.send_client(req, hop, Purpose::Reinvite(id), now) {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.reinvites.outgoing = false;
@@ -1639,17 +1525,8 @@ impl UserAgent {
         {
             return;
         }
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
         if (200..300).contains(&code) {
-            let Some(dialog) = call.dialog.as_mut() else {
-                return;
-            };
-            if let Some(n) = super::dialog::cseq_of(&resp.headers) {
-                dialog.invite_cseq = n;
-            }
-            self.send_ack(id);
+            self.send_ack(id, resp);
         }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
@@ -1776,7 +1653,7 @@ impl UserAgent {
             && let Ok(other) = Dialog::from_uac(&invite, resp)
             && other.id.remote_tag != d.id.remote_tag
         {
-            self.forked_2xx(id, other, fallback, now);
+            self.forked_2xx(id, other, resp, fallback, now);
             return;
         }
         if call.dialog.is_none() {
@@ -1793,15 +1670,11 @@ impl UserAgent {
                 }
             }
         }
-        // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4), with its own CSeq: a
-        // late retransmission of this 2xx may come after a re-INVITE of ours.
-        let (Some(dialog), Some(_)) = (call.dialog.as_mut(), call.hop) else {
+        // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
+        if call.dialog.is_none() || call.hop.is_none() {
             return;
-        };
-        if let Some(n) = super::dialog::cseq_of(&resp.headers) {
-            dialog.invite_cseq = n;
         }
-        self.send_ack(id);
+        self.send_ack(id, resp);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1821,13 +1694,20 @@ impl UserAgent {
 
     /// A 2xx to call `id`'s INVITE from another fork than the one whose dialog we keep: ACK it
     /// and end that dialog with a BYE (RFC 3261 §13.2.2.4); its retransmissions are ACKed again.
-    fn forked_2xx(&mut self, id: RequestId, dialog: Dialog, fallback: Peer, now: Instant) {
+    fn forked_2xx(
+        &mut self,
+        id: RequestId,
+        dialog: Dialog,
+        resp: &Response,
+        fallback: Peer,
+        now: Instant,
+    ) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
         if let Some((_, fork)) = call.forks.iter().find(|(t, _)| *t == dialog.id.remote_tag) {
             let fork = *fork;
-            self.send_ack(fork);
+            self.send_ack(fork, resp);
             return;
         }
         let fork = RequestId(self.fresh());
@@ -1837,18 +1717,23 @@ impl UserAgent {
             call.forks.push((dialog.id.remote_tag.clone(), fork));
         }
         self.calls.insert(fork, ProbeCall::stray(dialog, hop));
-        self.send_ack(fork);
+        self.send_ack(fork, resp);
         self.send_bye(fork, now);
     }
 
-    /// ACKs a 2xx to the INVITE (or re-INVITE) of call `id`'s dialog, with a fresh Via.
-    fn send_ack(&mut self, id: RequestId) {
+    /// ACKs `resp`, a 2xx to the INVITE (or re-INVITE) of call `id`'s dialog, with a fresh Via
+    /// and the 2xx's own CSeq: a late retransmission of the first 2xx may come after a
+    /// re-INVITE of ours.
+    fn send_ack(&mut self, id: RequestId, resp: &Response) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         let (Some(dialog), Some(hop)) = (call.dialog.as_mut(), call.hop) else {
             return;
         };
+        if let Some(n) = super::dialog::cseq_of(&resp.headers) {
+            dialog.invite_cseq = n;
+        }
         let Ok(mut ack) = dialog.ack(&self.s.user_agent) else {
             return;
         };

@@ -9,11 +9,11 @@ use super::stanza::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_GATEWAY, NS_PING, NS_VERSI
 /// and presence), and no `gateway/sip`.
 pub const DOMAIN_IDENTITIES: &[(&str, &str)] = &[("gateway", "pstn"), ("gateway", "simple")];
 
-/// Jingle audio calls (XEP-0166/0167/0176/0320) and XEP-0353 JMI, as PROTOCOLS.md §1.5 lists
-/// them; `urn:ietf:rfc:3264` says we are an offer/answer gateway (XEP-0176 §2).
 /// XEP-0167 §11: a client that takes Jingle audio calls.
 pub const NS_JINGLE_AUDIO: &str = "urn:xmpp:jingle:apps:rtp:audio";
 
+/// Jingle audio calls (XEP-0166/0167/0176/0320) and XEP-0353 JMI, as PROTOCOLS.md §1.5 lists
+/// them; `urn:ietf:rfc:3264` says we are an offer/answer gateway (XEP-0176 §2).
 const CALL_FEATURES: [&str; 7] = [
     "urn:ietf:rfc:3264",
     "urn:xmpp:jingle-message:0",
@@ -142,16 +142,27 @@ pub fn caps_ver_of(query: &Element) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()))
 }
 
+/// The caps `ver` of a gateway contact: hashed once, since every contact presence carries it.
+pub fn contact_caps_ver() -> &'static str {
+    static VER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VER.get_or_init(|| {
+        caps_ver(
+            CONTACT_IDENTITIES,
+            crate::xmpp::router::IDENTITY_NAME,
+            CONTACT_FEATURES,
+        )
+    })
+}
+
 /// The `<c/>` caps element for a contact's presence.
-pub fn contact_caps(name: &str) -> Element {
-    let ver = caps_ver(CONTACT_IDENTITIES, name, CONTACT_FEATURES);
+pub fn contact_caps() -> Element {
     elem(
         "c",
         NS_CAPS,
         &[
             ("hash", Some("sha-1")),
             ("node", Some(CAPS_NODE)),
-            ("ver", Some(&ver)),
+            ("ver", Some(contact_caps_ver())),
         ],
     )
 }

@@ -143,15 +143,7 @@ impl Router {
         if let Some(node) = query.attr("node") {
             // XEP-0115 §6.2: a client resolving our caps asks `node#ver`; answer the same info
             // with the node echoed. No other nodes exist.
-            let ours = format!(
-                "{}#{}",
-                disco::CAPS_NODE,
-                disco::caps_ver(
-                    disco::CONTACT_IDENTITIES,
-                    IDENTITY_NAME,
-                    disco::CONTACT_FEATURES
-                )
-            );
+            let ours = format!("{}#{}", disco::CAPS_NODE, disco::contact_caps_ver());
             if domain || node != ours {
                 return Err(StanzaError::new(ErrorType::Cancel, "item-not-found"));
             }
@@ -247,7 +239,7 @@ impl Router {
                     &ns,
                     &[("from", Some(&full)), ("to", Some(from))],
                 );
-                el.append_child(disco::contact_caps(IDENTITY_NAME));
+                el.append_child(disco::contact_caps());
                 el
             }
         };
