@@ -38,8 +38,8 @@ use crate::xmpp::jingle::{
     self, Action, Jingle, JingleErrorCondition, JmiKind, JmiMessage, Party, Reason,
     ReasonCondition, SessionInfo,
 };
-use crate::xmpp::link::{CALL_IQ_PREFIX, LinkHandle, LinkState};
-use crate::xmpp::router::CONTACT_RESOURCE;
+use crate::xmpp::link::{LinkHandle, LinkState};
+use crate::xmpp::router::{CALL_ID_PREFIX, CONTACT_RESOURCE, Routed};
 use crate::xmpp::stanza::{ErrorType, StanzaError, elem, error_reply, reply, text_elem};
 
 const NS_CLIENT: &str = "jabber:component:accept";
@@ -337,7 +337,7 @@ impl CallManager {
     pub async fn run(
         mut self,
         mut bridge_rx: mpsc::UnboundedReceiver<(CallKey, BridgeEvent)>,
-        mut stanzas: mpsc::Receiver<Element>,
+        mut stanzas: mpsc::Receiver<Routed>,
         mut sip_events: mpsc::UnboundedReceiver<UaEvent>,
         stats: tokio::sync::watch::Sender<CallStats>,
         shutdown: CancellationToken,
@@ -424,7 +424,7 @@ impl CallManager {
 
     fn iq_id(&mut self) -> String {
         self.next += 1;
-        format!("{CALL_IQ_PREFIX}{}", self.next)
+        format!("{CALL_ID_PREFIX}{}", self.next)
     }
 
     async fn sip_command(&self, cmd: CallCommand) {
@@ -484,10 +484,10 @@ impl CallManager {
 
     // ------------------------------------------------------------------ XMPP side
 
-    async fn on_stanza(&mut self, el: Element) {
-        match (el.name(), el.attr("type")) {
-            ("iq", Some("set")) => self.on_jingle_iq(el).await,
-            ("iq", Some("error")) => {
+    async fn on_stanza(&mut self, routed: Routed) {
+        match routed {
+            Routed::Jingle(el) => self.on_jingle_iq(el).await,
+            Routed::CallIqReply(el) if el.attr("type") == Some("error") => {
                 if let Some(id) = el.attr("id")
                     && self.disco_pending.remove(id).is_some()
                 {
@@ -495,7 +495,7 @@ impl CallManager {
                 }
                 self.on_iq_error(&el).await
             }
-            ("iq", Some("result")) => {
+            Routed::CallIqReply(el) => {
                 if let Some(ver) = el.attr("id").and_then(|id| self.disco_pending.remove(id)) {
                     let known = el
                         .get_child("query", crate::xmpp::stanza::NS_DISCO_INFO)
@@ -503,9 +503,9 @@ impl CallManager {
                     debug!(%ver, known, "caps learnt");
                 }
             }
-            ("presence", _) => self.on_presence(&el).await,
-            ("message", Some("error")) => self.on_message_error(&el).await,
-            ("message", _) => self.on_jmi(&el).await,
+            Routed::Presence(el) => self.on_presence(&el).await,
+            Routed::CallMessageError(el) => self.on_message_error(&el).await,
+            Routed::Jmi(el) => self.on_jmi(&el).await,
             _ => {}
         }
     }
@@ -1179,7 +1179,7 @@ impl CallManager {
             presence.append_child(text_elem("nick", NS_NICK, name));
         }
         self.send(presence);
-        let propose_id = format!("{CALL_IQ_PREFIX}p-{sid}");
+        let propose_id = format!("{CALL_ID_PREFIX}p-{sid}");
         let mut propose = Self::jmi_message(
             &us,
             &callee,

@@ -1,8 +1,10 @@
-//! The XEP-0114 link: the only code that touches the component socket. A driver around the
-//! pure [`Router`]: it connects, does the handshake (PROTOCOLS.md §1.1), feeds every inbound
-//! stanza to the router and writes what comes back, and reconnects with capped exponential
-//! backoff. Outgoing stanzas from the rest of the program wait in a bounded queue
-//! ([`LinkHandle::send`]) while the link is down; a full queue is an error the caller sees.
+//! The XEP-0114 link: the only code that touches the component socket, and I/O only. A driver
+//! around the pure [`Router`]: it connects, does the handshake (PROTOCOLS.md §1.1), feeds every
+//! inbound stanza to [`Router::handle`], writes the router's [`Routed::Reply`]s and hands every
+//! other [`Routed`] event to the call layer's channel, and reconnects with capped exponential
+//! backoff. Where a stanza goes is decided by the router, never here. Outgoing stanzas from the
+//! rest of the program wait in a bounded queue ([`LinkHandle::send`]) while the link is down; a
+//! full queue is an error the caller sees.
 //!
 //! The stream is read as raw `minidom` elements (tokio-xmpp's `XmlStream<_, Element>`), not as
 //! typed stanzas: a stanza tokio-xmpp's parsers reject would otherwise end the whole stream,
@@ -24,9 +26,10 @@ use tokio_xmpp::parsers::component::Handshake;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, XmlStream, initiate_stream};
 use tracing::{debug, error, info, warn};
 
-use super::router::Router;
+use super::router::{Routed, Router};
 use super::stanza::{
-    Kind, NS_COMPONENT, NS_PING, NS_STREAM, NS_STREAMS, elem, error_condition, error_text,
+    ErrorType, Kind, NS_COMPONENT, NS_PING, NS_STREAM, NS_STREAMS, StanzaError, elem,
+    error_condition, error_reply, error_text,
 };
 use crate::config::{Secret, XmppConfig};
 use crate::metrics::Metrics;
@@ -210,33 +213,10 @@ pub struct Link {
     /// Stanzas taken from the queue (or produced by the router) that could not be written
     /// because the link broke; they go out first after the next handshake.
     unsent: VecDeque<Element>,
-    /// Where call signalling (Jingle IQs, JMI messages, replies to the call layer's IQs) goes
-    /// instead of the router.
-    calls: Option<mpsc::Sender<Element>>,
+    /// Where the router's events for the call layer go (everything but [`Routed::Reply`]).
+    /// Without it, the router answers them as stanzas it does not serve ([`Router::unrouted`]).
+    calls: Option<mpsc::Sender<Routed>>,
 }
-
-/// Is this stanza for the call layer? Jingle IQ sets, replies to its IQs (ids it prefixes
-/// with [`CALL_IQ_PREFIX`]), messages carrying XEP-0353 JMI, and error bounces of the call
-/// layer's messages (its JMI proposes, whose ids carry the same prefix).
-pub fn is_call_signalling(el: &Element) -> bool {
-    match el.name() {
-        "iq" => match el.attr("type") {
-            Some("set") => el.children().any(|c| c.is("jingle", "urn:xmpp:jingle:1")),
-            Some("result") | Some("error") => el
-                .attr("id")
-                .is_some_and(|id| id.starts_with(CALL_IQ_PREFIX)),
-            _ => false,
-        },
-        "message" if el.attr("type") == Some("error") => el
-            .attr("id")
-            .is_some_and(|id| id.starts_with(CALL_IQ_PREFIX)),
-        "message" => el.children().any(|c| c.ns() == "urn:xmpp:jingle-message:0"),
-        _ => false,
-    }
-}
-
-/// Prefix of the ids of IQs the call layer sends, so their replies find their way back.
-pub const CALL_IQ_PREFIX: &str = "xsg-call-";
 
 type Stream = XmlStream<BufStream<QuickAck>, Element>;
 
@@ -299,8 +279,9 @@ enum Ended {
 }
 
 impl Link {
-    /// Hands call signalling to the call layer (see [`is_call_signalling`]).
-    pub fn with_calls(mut self, calls: mpsc::Sender<Element>) -> Self {
+    /// Hands the router's events for the call layer (Jingle, JMI, replies to its IQs, presence)
+    /// to `calls`.
+    pub fn with_calls(mut self, calls: mpsc::Sender<Routed>) -> Self {
         self.calls = Some(calls);
         self
     }
@@ -417,6 +398,7 @@ impl Link {
                 return Ended::Lost(e);
             }
         }
+        let mut routed = Vec::new();
         let mut out = Vec::new();
         let mut ping_seq: u64 = 0;
         loop {
@@ -435,36 +417,12 @@ impl Link {
                             });
                         }
                         self.metrics.stanza_in(Kind::of(&el));
-                        // The call layer watches users' presence (which devices are there and
-                        // what they can do); the router still answers it.
-                        if el.name() == "presence"
-                            && let Some(calls) = &self.calls
-                            && calls.try_send(el.clone()).is_err()
-                        {
-                            debug!("call layer not taking presence");
-                        }
-                        match &self.calls {
-                            Some(calls) if is_call_signalling(&el) => {
-                                if let Err(e) = calls.try_send(el) {
-                                    // The call layer is saturated or gone: say so rather than
-                                    // let the client wait for an IQ answer.
-                                    warn!("call layer not taking signalling: {e}");
-                                    let el = match e {
-                                        mpsc::error::TrySendError::Full(el)
-                                        | mpsc::error::TrySendError::Closed(el) => el,
-                                    };
-                                    if el.name() == "iq" && el.attr("type") == Some("set") {
-                                        out.push(crate::xmpp::stanza::error_reply(
-                                            &el,
-                                            &crate::xmpp::stanza::StanzaError::new(
-                                                crate::xmpp::stanza::ErrorType::Wait,
-                                                "resource-constraint",
-                                            ),
-                                        ));
-                                    }
-                                }
+                        self.router.handle(&el, &mut routed);
+                        for event in routed.drain(..) {
+                            match event {
+                                Routed::Reply(reply) => out.push(reply),
+                                event => self.to_calls(event, &mut out),
                             }
-                            _ => self.router.handle(&el, &mut out),
                         }
                         for reply in out.drain(..) {
                             if let Err(e) = self.write(&mut stream, reply).await {
@@ -500,6 +458,40 @@ impl Link {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands one routed event to the call layer; pushes onto `out` what must be written instead.
+    fn to_calls(&self, event: Routed, out: &mut Vec<Element>) {
+        let Some(calls) = &self.calls else {
+            // No call layer: the router answers as for a stanza it does not serve (a Jingle IQ
+            // set gets service-unavailable), as it did before there was a call layer.
+            let mut answers = Vec::new();
+            self.router.unrouted(&event, &mut answers);
+            out.extend(answers.into_iter().map(Routed::into_element));
+            return;
+        };
+        let presence = matches!(event, Routed::Presence(_));
+        let Err(e) = calls.try_send(event) else {
+            return;
+        };
+        if presence {
+            debug!("call layer not taking presence");
+            return;
+        }
+        // The call layer is saturated or gone: say so rather than let the client wait for an IQ
+        // answer.
+        warn!("call layer not taking signalling: {e}");
+        let el = match e {
+            mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
+                ev.into_element()
+            }
+        };
+        if el.name() == "iq" && el.attr("type") == Some("set") {
+            out.push(error_reply(
+                &el,
+                &StanzaError::new(ErrorType::Wait, "resource-constraint"),
+            ));
         }
     }
 
@@ -630,16 +622,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn full_queue_is_an_error_not_a_drop() {
-        let cfg = XmppConfig {
+    fn cfg() -> XmppConfig {
+        XmppConfig {
             domain: "example.com".into(),
             subdomain: "gw".into(),
             secret: Secret::new("x"),
             host: "127.0.0.1".into(),
             port: 1,
             queue_size: 2,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_an_error_not_a_drop() {
+        let cfg = cfg();
         let metrics = Arc::new(Metrics::default());
         let (_link, handle, _state) =
             Link::new(cfg, Router::new("gw.example.com", '*'), metrics.clone());
@@ -651,39 +647,70 @@ mod tests {
         assert_eq!(metrics.queue_overflows.load(Relaxed), 1);
     }
 
+    /// The error condition and type of an error reply.
+    fn error_of(el: &Element) -> (String, Option<&str>) {
+        assert_eq!(el.attr("type"), Some("error"), "{el:?}");
+        let e = el.get_child("error", NS_COMPONENT).expect("error child");
+        (
+            error_condition(e, crate::xmpp::stanza::NS_STANZAS).expect("a condition"),
+            e.attr("type"),
+        )
+    }
+
     #[test]
-    fn call_signalling_goes_to_the_call_layer() {
-        let parse = |x: &str| -> Element { x.parse().unwrap() };
-        let ns = "xmlns='jabber:component:accept'";
-        let yes = [
-            format!(
-                "<iq {ns} type='set' id='1'><jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s'/></iq>"
-            ),
-            format!("<iq {ns} type='result' id='xsg-call-7'/>"),
-            format!("<iq {ns} type='error' id='xsg-call-7'/>"),
-            format!(
-                "<message {ns} type='chat'><proceed xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
-            ),
-            format!(
-                "<message {ns} type='error' id='xsg-call-p-s'><error type='cancel'/></message>"
-            ),
-        ];
-        let no = [
-            format!(
-                "<iq {ns} type='get' id='1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-            ),
-            format!("<iq {ns} type='result' id='other'/>"),
-            format!("<message {ns} type='chat'><body>hi</body></message>"),
-            format!(
-                "<message {ns} type='error' id='other'><proceed xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
-            ),
-            format!("<presence {ns}/>"),
-        ];
-        for x in &yes {
-            assert!(is_call_signalling(&parse(x)), "{x}");
-        }
-        for x in &no {
-            assert!(!is_call_signalling(&parse(x)), "{x}");
-        }
+    fn what_the_call_layer_cannot_take() {
+        let parse = |x: &str| -> Element { x.parse().expect("test fixture parses") };
+        let ns = "xmlns='jabber:component:accept' from='juliet@example.com/phone'";
+        let jingle = parse(&format!(
+            "<iq {ns} type='set' id='1' to='100@gw.example.com/gw'><jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s'/></iq>"
+        ));
+        let jmi = parse(&format!(
+            "<message {ns} type='chat' to='100@gw.example.com'><propose xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
+        ));
+        let presence = parse(&format!("<presence {ns} to='100@gw.example.com'/>"));
+        let (link, _handle, _state) = Link::new(
+            cfg(),
+            Router::new("gw.example.com", '*'),
+            Arc::new(Metrics::default()),
+        );
+        let mut out = Vec::new();
+
+        // No call layer: the router answers, as it did before there was one.
+        link.to_calls(Routed::Jingle(jingle.clone()), &mut out);
+        link.to_calls(Routed::Presence(presence.clone()), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            error_of(&out[0]),
+            ("service-unavailable".into(), Some("cancel"))
+        );
+        out.clear();
+
+        // A full call layer: an IQ set is told to wait; the rest is dropped.
+        let (tx, mut rx) = mpsc::channel(1);
+        let link = link.with_calls(tx);
+        link.to_calls(Routed::Presence(presence.clone()), &mut out);
+        assert!(out.is_empty());
+        link.to_calls(Routed::Jingle(jingle.clone()), &mut out);
+        link.to_calls(Routed::Jmi(jmi.clone()), &mut out);
+        link.to_calls(Routed::Presence(presence.clone()), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].name(), "iq");
+        assert_eq!(
+            error_of(&out[0]),
+            ("resource-constraint".into(), Some("wait"))
+        );
+        assert_eq!(rx.try_recv().ok(), Some(Routed::Presence(presence)));
+        out.clear();
+
+        // A call layer that is gone: the same.
+        drop(rx);
+        link.to_calls(Routed::Jmi(jmi), &mut out);
+        assert!(out.is_empty());
+        link.to_calls(Routed::Jingle(jingle), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            error_of(&out[0]),
+            ("resource-constraint".into(), Some("wait"))
+        );
     }
 }

@@ -1,9 +1,15 @@
-//! The stanza router: every stanza the server hands the component goes through [`Router::handle`],
-//! which returns the stanzas to send back. Pure: no I/O, no clock, no tasks (DESIGN.md, "Seams").
+//! The stanza router: the one place that decides where every stanza the server hands the
+//! component goes. [`Router::handle`] turns one inbound stanza into typed [`Routed`] events:
+//! the router's own answers ([`Routed::Reply`]: disco, ping, version, XEP-0100, presence
+//! answers, errors) and the stanzas for the call layer (Jingle IQs, JMI messages, replies and
+//! bounces of what the call layer sent, users' presence). Pure: no I/O, no clock, no tasks
+//! (DESIGN.md, "Seams"); it must not know how the events are delivered (that is the link's job)
+//! nor what the call layer does with them.
 //!
 //! Guarantees (RFC 6120 §8.2.3, PROTOCOLS.md §1.4): every IQ `get`/`set` gets exactly one
-//! `result` or `error`; errors are never answered with errors; every reply carries `from` and
-//! `to`. Later issues plug call, message and presence handlers in here.
+//! `result` or `error`, either a [`Routed::Reply`] or, for a [`Routed::Jingle`], from the call
+//! layer; errors are never answered with errors; every reply carries `from` and `to`. Later
+//! issues route messages, MUC presence and Rayo here too (the variants exist, unused yet).
 
 use minidom::Element;
 use tracing::{debug, trace};
@@ -20,6 +26,80 @@ pub const PRODUCT_NAME: &str = "xmpp-sip-gateway";
 pub const IDENTITY_NAME: &str = "SIP gateway";
 /// The resource of a contact's presence and of its side of Jingle sessions.
 pub const CONTACT_RESOURCE: &str = "gw";
+
+/// The call layer prefixes the ids of the IQs and messages it sends with this, so that their
+/// replies (IQ `result`/`error`) and bounces (message `error`) are routed back to it
+/// ([`Routed::CallIqReply`], [`Routed::CallMessageError`]) rather than dropped by the router.
+pub const CALL_ID_PREFIX: &str = "xsg-call-";
+
+/// XEP-0166 Jingle.
+const NS_JINGLE: &str = "urn:xmpp:jingle:1";
+/// XEP-0353 Jingle Message Initiation.
+const NS_JMI: &str = "urn:xmpp:jingle-message:0";
+
+/// What the router decided for one inbound stanza.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// Send back on the link (the router's own answers: disco, ping, version, XEP-0100,
+    /// presence answers, errors).
+    Reply(Element),
+    /// A Jingle IQ set (XEP-0166) for the call layer, which answers it.
+    Jingle(Element),
+    /// A message carrying XEP-0353 Jingle Message Initiation (`urn:xmpp:jingle-message:0`).
+    Jmi(Element),
+    /// A result or error answering an IQ the call layer sent (its id starts with
+    /// [`CALL_ID_PREFIX`]).
+    CallIqReply(Element),
+    /// An error bounce of a message the call layer sent (a JMI propose; id with
+    /// [`CALL_ID_PREFIX`]).
+    CallMessageError(Element),
+    /// A user's presence, for the call layer's view of devices and caps (the router answers
+    /// probes and subscriptions itself with [`Routed::Reply`]).
+    Presence(Element),
+    /// A chat message to a contact, for SIP MESSAGE bridging. Not produced yet (the router
+    /// answers with an error, as it always has).
+    Message(Element),
+    /// Presence from a MUC room (Jitsi conferences). Not produced yet.
+    MucPresence(Element),
+    /// A Rayo IQ (XEP-0327, Jitsi dial-out). Not produced yet.
+    Rayo(Element),
+}
+
+impl Routed {
+    /// Is this one of the router's own answers, to be sent back on the link?
+    pub fn is_reply(&self) -> bool {
+        matches!(self, Routed::Reply(_))
+    }
+
+    /// The stanza, whatever its destination.
+    pub fn element(&self) -> &Element {
+        match self {
+            Routed::Reply(el)
+            | Routed::Jingle(el)
+            | Routed::Jmi(el)
+            | Routed::CallIqReply(el)
+            | Routed::CallMessageError(el)
+            | Routed::Presence(el)
+            | Routed::Message(el)
+            | Routed::MucPresence(el)
+            | Routed::Rayo(el) => el,
+        }
+    }
+
+    pub fn into_element(self) -> Element {
+        match self {
+            Routed::Reply(el)
+            | Routed::Jingle(el)
+            | Routed::Jmi(el)
+            | Routed::CallIqReply(el)
+            | Routed::CallMessageError(el)
+            | Routed::Presence(el)
+            | Routed::Message(el)
+            | Routed::MucPresence(el)
+            | Routed::Rayo(el) => el,
+        }
+    }
+}
 
 /// Who a stanza is addressed to, relative to the component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +146,39 @@ impl Router {
         }
     }
 
-    /// Handles one inbound stanza; pushes replies onto `out`.
-    pub fn handle(&self, stanza: &Element, out: &mut Vec<Element>) {
+    /// Routes one inbound stanza: pushes onto `out` the router's answers ([`Routed::Reply`])
+    /// and what goes to the call layer. Every stanza is either answered here, routed, both (a
+    /// presence), or dropped (a reply nobody waits for, a stanza without `from`).
+    pub fn handle(&self, stanza: &Element, out: &mut Vec<Routed>) {
         trace!(stanza = ?stanza.name(), from = ?stanza.attr("from"), to = ?stanza.attr("to"), "in");
+        // Call signalling is classified by element name and before the `from` check below, as
+        // the link did before the router took this over; kept so that behaviour does not change
+        // (servers stamp `from` on everything they route, so only a broken server notices).
+        if let Some(routed) = for_call_layer(stanza) {
+            out.push(routed);
+            return;
+        }
+        // The call layer watches users' presence (which devices are there and what they can
+        // do); the router still answers it.
+        if stanza.name() == "presence" {
+            out.push(Routed::Presence(stanza.clone()));
+        }
+        self.answer(stanza, out);
+    }
+
+    /// Answers a routed event that has nowhere to go because no call layer is attached: as the
+    /// router answers any stanza it does not serve (a Jingle IQ set gets `service-unavailable`,
+    /// a JMI message an error bounce, replies and bounces are dropped). A presence was already
+    /// answered by [`Router::handle`], and a reply is already an answer: nothing to add.
+    pub fn unrouted(&self, routed: &Routed, out: &mut Vec<Routed>) {
+        match routed {
+            Routed::Reply(_) | Routed::Presence(_) => {}
+            other => self.answer(other.element(), out),
+        }
+    }
+
+    /// The router's own answers to a stanza.
+    fn answer(&self, stanza: &Element, out: &mut Vec<Routed>) {
         if stanza.attr("from").is_none() {
             // Nobody to answer; servers stamp `from` on everything they route (RFC 6120 §8.1.2.1).
             debug!(name = stanza.name(), "dropping stanza without from");
@@ -84,30 +194,31 @@ impl Router {
         }
     }
 
-    fn iq(&self, iq: &Element, out: &mut Vec<Element>) {
+    fn iq(&self, iq: &Element, out: &mut Vec<Routed>) {
         let type_ = iq.attr("type").unwrap_or("");
         match type_ {
             "get" | "set" => {}
             "result" | "error" => {
-                // Replies to our own keepalive pings and, later, to our requests.
+                // Replies to our own keepalive pings (the call layer's, by their id, were
+                // routed to it in `handle`).
                 debug!(id = ?iq.attr("id"), type_, "iq reply");
                 return;
             }
             _ => {
-                out.push(error_reply(
+                out.push(Routed::Reply(error_reply(
                     iq,
                     &StanzaError::bad_request("iq type must be get, set, result or error"),
-                ));
+                )));
                 return;
             }
         }
         let mut children = iq.children();
         let (Some(payload), None) = (children.next(), children.next()) else {
             // RFC 6120 §8.2.3: an IQ get/set holds exactly one payload element.
-            out.push(error_reply(
+            out.push(Routed::Reply(error_reply(
                 iq,
                 &StanzaError::bad_request("an iq get/set must contain exactly one payload element"),
-            ));
+            )));
             return;
         };
         let target = self.target(iq.attr("to"));
@@ -130,11 +241,11 @@ impl Router {
                 if let Some(p) = payload {
                     r.append_child(p);
                 }
-                out.push(r);
+                out.push(Routed::Reply(r));
             }
             Err(e) => {
                 debug!(id = ?iq.attr("id"), payload = payload.name(), ns = %ns, condition = e.condition, "iq error");
-                out.push(error_reply(iq, &e));
+                out.push(Routed::Reply(error_reply(iq, &e)));
             }
         }
     }
@@ -191,7 +302,7 @@ impl Router {
         }
     }
 
-    fn message(&self, msg: &Element, out: &mut Vec<Element>) {
+    fn message(&self, msg: &Element, out: &mut Vec<Routed>) {
         if msg.attr("type") == Some("error") {
             return;
         }
@@ -203,13 +314,13 @@ impl Router {
             ),
             _ => "messages to SIP are not bridged by this gateway yet".to_string(),
         };
-        out.push(error_reply(
+        out.push(Routed::Reply(error_reply(
             msg,
             &StanzaError::service_unavailable().with_text(text),
-        ));
+        )));
     }
 
-    fn presence(&self, p: &Element, out: &mut Vec<Element>) {
+    fn presence(&self, p: &Element, out: &mut Vec<Routed>) {
         let from = p.attr("from").unwrap_or_default();
         let to = p.attr("to").unwrap_or_default();
         let bare_to = to.split('/').next().unwrap_or(to);
@@ -245,17 +356,44 @@ impl Router {
         };
         match p.attr("type") {
             // RFC 6121 §4.3: answer a probe with current presence.
-            Some("probe") => out.push(current()),
+            Some("probe") => out.push(Routed::Reply(current())),
             // RFC 6121 §3.1.3: approve, then send current presence. Prosody keeps no roster for
             // components, so approval is all the state there is.
             Some("subscribe") => {
-                out.push(send(Some("subscribed")));
-                out.push(current());
+                out.push(Routed::Reply(send(Some("subscribed"))));
+                out.push(Routed::Reply(current()));
             }
-            Some("unsubscribe") => out.push(send(Some("unsubscribed"))),
+            Some("unsubscribe") => out.push(Routed::Reply(send(Some("unsubscribed")))),
             _ => debug!(type_ = ?p.attr("type"), "presence ignored"),
         }
     }
+}
+
+/// Call signalling: what goes to the call layer instead of the router. Jingle IQ sets, replies
+/// to its IQs and bounces of its messages (ids it prefixes with [`CALL_ID_PREFIX`]), and messages
+/// carrying XEP-0353 JMI. Matched by element name and regardless of `from`, as the link did
+/// before the router took this over.
+fn for_call_layer(el: &Element) -> Option<Routed> {
+    let ours = || {
+        el.attr("id")
+            .is_some_and(|id| id.starts_with(CALL_ID_PREFIX))
+    };
+    let routed = match el.name() {
+        "iq" => match el.attr("type") {
+            Some("set") if el.children().any(|c| c.is("jingle", NS_JINGLE)) => Routed::Jingle,
+            Some("result") | Some("error") if ours() => Routed::CallIqReply,
+            _ => return None,
+        },
+        "message" if el.attr("type") == Some("error") => {
+            if !ours() {
+                return None;
+            }
+            Routed::CallMessageError
+        }
+        "message" if el.children().any(|c| c.ns() == NS_JMI) => Routed::Jmi,
+        _ => return None,
+    };
+    Some(routed(el.clone()))
 }
 
 fn version_query() -> Element {
@@ -289,11 +427,24 @@ mod tests {
         Router::new("gateway.example.com", '*')
     }
 
-    fn run(xml: &str) -> Vec<Element> {
-        let el: Element = xml.parse().expect("test fixture parses");
+    fn parse(xml: &str) -> Element {
+        xml.parse().expect("test fixture parses")
+    }
+
+    /// Everything the router decided for one stanza.
+    fn route(xml: &str) -> Vec<Routed> {
         let mut out = Vec::new();
-        r().handle(&el, &mut out);
+        r().handle(&parse(xml), &mut out);
         out
+    }
+
+    /// Only the router's own answers (what the link writes back).
+    fn run(xml: &str) -> Vec<Element> {
+        route(xml)
+            .into_iter()
+            .filter(Routed::is_reply)
+            .map(Routed::into_element)
+            .collect()
     }
 
     fn one(xml: &str) -> Element {
@@ -525,6 +676,164 @@ mod tests {
             ))
             .is_empty()
         );
+    }
+
+    const NS: &str = "xmlns='jabber:component:accept'";
+
+    #[test]
+    fn call_signalling_goes_to_the_call_layer() {
+        type Variant = fn(Element) -> Routed;
+        let cases: [(String, Variant); 5] = [
+            (
+                format!(
+                    "<iq {NS} type='set' id='1' {FROM} to='100@gateway.example.com/gw'><jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s'/></iq>"
+                ),
+                Routed::Jingle,
+            ),
+            (
+                format!(
+                    "<iq {NS} type='result' id='xsg-call-7' {FROM} to='100@gateway.example.com/gw'/>"
+                ),
+                Routed::CallIqReply,
+            ),
+            (
+                format!(
+                    "<iq {NS} type='error' id='xsg-call-7' {FROM} to='100@gateway.example.com/gw'><error type='cancel'/></iq>"
+                ),
+                Routed::CallIqReply,
+            ),
+            (
+                format!(
+                    "<message {NS} type='chat' {FROM} to='100@gateway.example.com'><proceed xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
+                ),
+                Routed::Jmi,
+            ),
+            (
+                format!(
+                    "<message {NS} type='error' id='xsg-call-p-s' {FROM} to='100@gateway.example.com/gw'><error type='cancel'/></message>"
+                ),
+                Routed::CallMessageError,
+            ),
+        ];
+        for (x, variant) in cases {
+            // Routed there and nowhere else: the call layer answers what needs an answer.
+            assert_eq!(route(&x), vec![variant(parse(&x))], "{x}");
+        }
+    }
+
+    #[test]
+    fn what_the_call_layer_did_not_send_is_not_routed_to_it() {
+        // Replies and bounces without the call layer's id prefix: dropped (keepalive pongs).
+        for x in [
+            format!("<iq {NS} type='result' id='other' {FROM} to='gateway.example.com'/>"),
+            format!("<iq {NS} type='error' id='other' {FROM} to='gateway.example.com'/>"),
+            format!(
+                "<message {NS} type='error' id='other' {FROM} to='100@gateway.example.com'><proceed xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
+            ),
+        ] {
+            assert_eq!(route(&x), vec![], "{x}");
+        }
+        // A Jingle payload in an IQ get is not a Jingle action: the router answers it.
+        let x = format!(
+            "<iq {NS} type='get' id='j' {FROM} to='100@gateway.example.com/gw'><jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s'/></iq>"
+        );
+        let v = route(&x);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].is_reply());
+        assert_eq!(condition(v[0].element()), "service-unavailable");
+    }
+
+    #[test]
+    fn presence_is_answered_and_routed() {
+        let x = format!("<presence {NS} type='subscribe' {FROM} to='100@gateway.example.com'/>");
+        let v = route(&x);
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert_eq!(v[0], Routed::Presence(parse(&x)));
+        assert_eq!(
+            v[1..]
+                .iter()
+                .map(|p| (p.is_reply(), p.element().attr("type")))
+                .collect::<Vec<_>>(),
+            vec![(true, Some("subscribed")), (true, None)]
+        );
+        // Presence the router does not answer (a user coming online) still reaches the call layer.
+        let x = format!(
+            "<presence {NS} {FROM} to='100@gateway.example.com'><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>"
+        );
+        assert_eq!(route(&x), vec![Routed::Presence(parse(&x))]);
+    }
+
+    #[test]
+    fn plain_message_is_answered_not_routed() {
+        let v = route(&format!(
+            "<message {NS} type='chat' {FROM} to='+1555@gateway.example.com'><body>hi</body></message>"
+        ));
+        assert_eq!(v.len(), 1);
+        assert!(v[0].is_reply());
+        assert_eq!(condition(v[0].element()), "service-unavailable");
+    }
+
+    #[test]
+    fn stanza_without_from() {
+        // Call signalling goes to the call layer even without `from`, as the link sent it there
+        // before the router routed it.
+        let x = format!(
+            "<iq {NS} type='set' id='1' to='100@gateway.example.com/gw'><jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s'/></iq>"
+        );
+        assert_eq!(route(&x), vec![Routed::Jingle(parse(&x))]);
+        let x = format!("<iq {NS} type='result' id='xsg-call-7' to='gateway.example.com'/>");
+        assert_eq!(route(&x), vec![Routed::CallIqReply(parse(&x))]);
+        // Presence is routed, not answered (nobody to answer).
+        let x = format!("<presence {NS} type='probe' to='100@gateway.example.com'/>");
+        assert_eq!(route(&x), vec![Routed::Presence(parse(&x))]);
+        // Anything else is dropped.
+        for x in [
+            format!(
+                "<iq {NS} type='get' id='k' to='gateway.example.com'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ),
+            format!(
+                "<message {NS} type='chat' to='100@gateway.example.com'><body>hi</body></message>"
+            ),
+        ] {
+            assert_eq!(route(&x), vec![], "{x}");
+        }
+    }
+
+    #[test]
+    fn without_a_call_layer_the_router_answers() {
+        let unrouted = |x: &str| {
+            let mut v = Vec::new();
+            let router = r();
+            for routed in route(x) {
+                router.unrouted(&routed, &mut v);
+            }
+            v
+        };
+        // A Jingle IQ set must still get its one answer.
+        let v = unrouted(&format!(
+            "<iq {NS} type='set' id='1' {FROM} to='100@gateway.example.com/gw'><jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s'/></iq>"
+        ));
+        assert_eq!(v.len(), 1);
+        assert!(v[0].is_reply());
+        assert_eq!(v[0].element().name(), "iq");
+        assert_eq!(condition(v[0].element()), "service-unavailable");
+        // A JMI propose is bounced like any message.
+        let v = unrouted(&format!(
+            "<message {NS} type='chat' id='m' {FROM} to='100@gateway.example.com'><propose xmlns='urn:xmpp:jingle-message:0' id='s'/></message>"
+        ));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].element().name(), "message");
+        assert_eq!(condition(v[0].element()), "service-unavailable");
+        // Replies, bounces and presence: nothing more (presence was answered by `handle`).
+        for x in [
+            format!("<iq {NS} type='result' id='xsg-call-7' {FROM} to='gateway.example.com'/>"),
+            format!(
+                "<message {NS} type='error' id='xsg-call-p-s' {FROM} to='100@gateway.example.com'/>"
+            ),
+            format!("<presence {NS} type='probe' {FROM} to='100@gateway.example.com'/>"),
+        ] {
+            assert_eq!(unrouted(&x), vec![], "{x}");
+        }
     }
 
     #[test]
