@@ -14,12 +14,12 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::PRODUCT_NAME;
 use crate::call::manager::{CallStats, Outcome};
 use crate::metrics::{Metrics, TxOutcome};
 use crate::sip::registration::RegState;
 use crate::sip::service::{SipAction, SipCommand, SipStatus};
 use crate::xmpp::link::{LinkHandle, LinkState};
-use crate::xmpp::router::PRODUCT_NAME;
 use crate::xmpp::stanza::Kind;
 
 #[derive(Clone)]

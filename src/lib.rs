@@ -2,6 +2,11 @@
 //! The binary (`main.rs`) only wires these modules together.
 #![forbid(unsafe_code)]
 
+/// The product's name, as every side announces it: the XMPP version reply (XEP-0092), the SIP
+/// `User-Agent` and the admin `/about/version`. At the crate root so that `sip/` and `xmpp/`
+/// share it without importing each other.
+pub const PRODUCT_NAME: &str = "xmpp-sip-gateway";
+
 pub mod admin;
 pub mod call;
 pub mod config;

@@ -4,8 +4,6 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::xmpp::stanza::Kind;
-
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub link_up: AtomicBool,
@@ -29,6 +27,39 @@ pub struct Metrics {
     sip_transactions: [AtomicU64; 5],
     /// Incoming SIP requests answered 4xx by the transport or policy (malformed, forbidden…).
     pub sip_rejected: AtomicU64,
+}
+
+/// The kind of a top-level stream element, for `xsg_stanzas_{in,out}_total{kind}`. Which
+/// element is which kind is XMPP knowledge: `xmpp::stanza` re-exports this type as `Kind` and
+/// classifies elements there (`Kind::of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StanzaKind {
+    Iq,
+    Message,
+    Presence,
+    Other,
+}
+
+impl StanzaKind {
+    pub const ALL: [StanzaKind; 4] = [
+        StanzaKind::Iq,
+        StanzaKind::Message,
+        StanzaKind::Presence,
+        StanzaKind::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StanzaKind::Iq => "iq",
+            StanzaKind::Message => "message",
+            StanzaKind::Presence => "presence",
+            StanzaKind::Other => "other",
+        }
+    }
+
+    fn idx(self) -> usize {
+        self as usize
+    }
 }
 
 /// How a SIP transaction ended, for `xsg_sip_transactions_total{outcome}`.
@@ -68,21 +99,12 @@ impl TxOutcome {
     }
 }
 
-fn idx(kind: Kind) -> usize {
-    match kind {
-        Kind::Iq => 0,
-        Kind::Message => 1,
-        Kind::Presence => 2,
-        Kind::Other => 3,
-    }
-}
-
 impl Metrics {
-    pub fn stanza_in(&self, kind: Kind) {
-        self.stanzas_in[idx(kind)].fetch_add(1, Relaxed);
+    pub fn stanza_in(&self, kind: StanzaKind) {
+        self.stanzas_in[kind.idx()].fetch_add(1, Relaxed);
     }
-    pub fn stanza_out(&self, kind: Kind) {
-        self.stanzas_out[idx(kind)].fetch_add(1, Relaxed);
+    pub fn stanza_out(&self, kind: StanzaKind) {
+        self.stanzas_out[kind.idx()].fetch_add(1, Relaxed);
     }
     pub fn sip_transaction(&self, outcome: TxOutcome) {
         self.sip_transactions[outcome.idx()].fetch_add(1, Relaxed);
@@ -90,11 +112,11 @@ impl Metrics {
     pub fn sip_transactions(&self, outcome: TxOutcome) -> u64 {
         self.sip_transactions[outcome.idx()].load(Relaxed)
     }
-    pub fn stanzas_in(&self, kind: Kind) -> u64 {
-        self.stanzas_in[idx(kind)].load(Relaxed)
+    pub fn stanzas_in(&self, kind: StanzaKind) -> u64 {
+        self.stanzas_in[kind.idx()].load(Relaxed)
     }
-    pub fn stanzas_out(&self, kind: Kind) -> u64 {
-        self.stanzas_out[idx(kind)].load(Relaxed)
+    pub fn stanzas_out(&self, kind: StanzaKind) -> u64 {
+        self.stanzas_out[kind.idx()].load(Relaxed)
     }
 
     /// Prometheus text exposition format 0.0.4. `queue_depth` is read from the queue itself.
@@ -177,7 +199,7 @@ impl Metrics {
             (
                 "xsg_stanzas_in_total",
                 "stanzas received by kind",
-                Self::stanzas_in as fn(&Self, Kind) -> u64,
+                Self::stanzas_in as fn(&Self, StanzaKind) -> u64,
             ),
             (
                 "xsg_stanzas_out_total",
@@ -186,7 +208,7 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for k in Kind::ALL {
+            for k in StanzaKind::ALL {
                 let _ = writeln!(s, "{name}{{kind=\"{}\"}} {}", k.label(), f(self, k));
             }
         }
@@ -201,9 +223,9 @@ mod tests {
     #[test]
     fn prometheus_text() {
         let m = Metrics::default();
-        m.stanza_in(Kind::Iq);
-        m.stanza_in(Kind::Iq);
-        m.stanza_out(Kind::Presence);
+        m.stanza_in(StanzaKind::Iq);
+        m.stanza_in(StanzaKind::Iq);
+        m.stanza_out(StanzaKind::Presence);
         m.connect_attempts.fetch_add(3, Relaxed);
         let t = m.render_prometheus(2, 10);
         assert!(t.contains("xsg_stanzas_in_total{kind=\"iq\"} 2\n"), "{t}");

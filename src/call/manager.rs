@@ -24,7 +24,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::jingle_media;
 use super::presence::{Presences, Ring, Update};
+use super::reason::{self, sip_reason};
 use super::sdp_media::{self, SessionVersion, SrtpPolicy};
 use crate::media::bridge::{
     Bridge, BridgeEvent, BridgeLocal, Direction as LegDirection, LegCodecs, LegKind, MediaEngine,
@@ -270,11 +272,6 @@ pub struct CallManager {
     /// refused until it is back.
     link: Option<watch::Receiver<LinkState>>,
     link_up: bool,
-}
-
-/// XEP-0166 reason for a SIP status, with the code carried in `<text/>`.
-fn sip_reason(code: u16, phrase: &str) -> Reason {
-    Reason::new(jingle::sip_status_to_reason(code)).with_text(jingle::reason_text(code, phrase))
 }
 
 fn bare(jid: &str) -> &str {
@@ -779,7 +776,7 @@ impl CallManager {
                 let sip = match cond {
                     Some(ReasonCondition::Success) | None if inbound => SipEnd::code(603),
                     Some(ReasonCondition::Success) | None => SipEnd::code(487),
-                    Some(c) => SipEnd::code(jingle::reason_to_sip_status(c))
+                    Some(c) => SipEnd::code(reason::reason_to_sip_status(c))
                         .reason(format!("XMPP;text=\"{}\"", c.as_str())),
                 };
                 self.end(key, None, Some(sip)).await;
@@ -797,7 +794,11 @@ impl CallManager {
                 self.send(reply(&iq, "result"));
                 if let Some(call) = self.calls.get(&key) {
                     for c in parsed.contents.iter().filter_map(|c| c.transport.as_ref()) {
-                        for cand in c.candidates.iter().filter_map(jingle::media_candidate) {
+                        for cand in c
+                            .candidates
+                            .iter()
+                            .filter_map(jingle_media::media_candidate)
+                        {
                             if let Err(e) = call.bridge.add_webrtc_candidate(cand).await {
                                 debug!("remote candidate refused: {e}");
                             }
@@ -882,7 +883,7 @@ impl CallManager {
             );
             return;
         }
-        let remote = match jingle::remote_description(transport) {
+        let remote = match jingle_media::remote_description(transport) {
             Ok(r) => r,
             Err(e) => {
                 self.send_terminate(
@@ -894,7 +895,7 @@ impl CallManager {
                 return;
             }
         };
-        let webrtc_codecs = jingle::leg_codecs(desc);
+        let webrtc_codecs = jingle_media::leg_codecs(desc);
         if webrtc_codecs.audio.is_empty() {
             self.send_terminate(
                 &sid,
@@ -1213,22 +1214,22 @@ impl CallManager {
         // transcoding), then the rest of what WebRTC clients have.
         let mut codecs: Vec<(u8, crate::media::codec::Codec)> = Vec::new();
         for f in &sip_remote.codecs.audio {
-            if let Some(&(pt, c)) = jingle::DEFAULT_OFFER_CODECS
+            if let Some(&(pt, c)) = jingle_media::DEFAULT_OFFER_CODECS
                 .iter()
                 .find(|(_, c)| *c == f.codec)
             {
                 codecs.push((pt, c));
             }
         }
-        for &(pt, c) in &jingle::DEFAULT_OFFER_CODECS {
+        for &(pt, c) in &jingle_media::DEFAULT_OFFER_CODECS {
             if !codecs.iter().any(|(_, have)| *have == c) {
                 codecs.push((pt, c));
             }
         }
         // The SSRC and CNAME the bridge really sends with: browsers play announced SSRCs only.
-        let description = jingle::offer_description(
+        let description = jingle_media::offer_description(
             &codecs,
-            Some(jingle::DEFAULT_TELEPHONE_EVENT),
+            Some(jingle_media::DEFAULT_TELEPHONE_EVENT),
             local.webrtc_ssrc,
             &local.webrtc_cname,
         );
@@ -1288,7 +1289,7 @@ impl CallManager {
             name: call.content_name.clone(),
             senders: jingle::Senders::Both,
             description: Some(call.offer.clone()),
-            transport: Some(jingle::transport_from_local(&call.local.webrtc)),
+            transport: Some(jingle_media::transport_from_local(&call.local.webrtc)),
         }];
         init.group_bundle = Some(vec![call.content_name.clone()]);
         let (us, peer) = (call.us.clone(), call.peer.clone());
@@ -1320,7 +1321,7 @@ impl CallManager {
             return;
         };
         // Only what we offered counts: the answer uses our payload type numbers.
-        let mut webrtc_codecs = jingle::leg_codecs(desc);
+        let mut webrtc_codecs = jingle_media::leg_codecs(desc);
         webrtc_codecs
             .audio
             .retain(|f| call.offer.payload_types.iter().any(|p| p.id == f.pt));
@@ -1329,7 +1330,7 @@ impl CallManager {
                 .await;
             return;
         }
-        let remote = match jingle::remote_description(transport) {
+        let remote = match jingle_media::remote_description(transport) {
             Ok(r) => r,
             Err(e) => {
                 self.fail_accept(key, &e.to_string()).await;
@@ -1575,14 +1576,14 @@ impl CallManager {
             Err(_) => call.webrtc_codecs.clone(),
         };
         // The SSRC and CNAME the bridge really sends with: browsers play announced SSRCs only.
-        let mut description = jingle::answer_description(
+        let mut description = jingle_media::answer_description(
             &call.offer,
             &chosen,
             call.local.webrtc_ssrc,
             &call.local.webrtc_cname,
         );
         description.rtcp_mux = true;
-        let transport = jingle::transport_from_local(&call.local.webrtc);
+        let transport = jingle_media::transport_from_local(&call.local.webrtc);
         let mut accept = Jingle::new(Action::SessionAccept, call.sid.clone());
         accept.responder = Some(call.us.clone());
         accept.contents = vec![jingle::Content {
@@ -1820,7 +1821,7 @@ impl CallManager {
             let outcome = call.outcome.unwrap_or_else(|| {
                 let cond = jingle.as_ref().map(|r| r.condition).unwrap_or_else(|| {
                     sip.as_ref()
-                        .map(|s| jingle::sip_status_to_reason(s.code))
+                        .map(|s| reason::sip_status_to_reason(s.code))
                         .unwrap_or(ReasonCondition::Cancel)
                 });
                 Outcome::of_unanswered(&cond)

@@ -21,9 +21,9 @@ use super::transaction::TableConfig;
 use super::transaction::Timers;
 use super::transport::{Inbound, Peer, Proto, Transport};
 use super::ua::{RequestId, UaEvent, UaOutput, UaSettings, UserAgent};
+use crate::PRODUCT_NAME;
 use crate::config::{SipConfig, SipTransport};
 use crate::metrics::Metrics;
-use crate::xmpp::router::PRODUCT_NAME;
 
 /// How long shutdown waits for the un-REGISTER and the calls' last BYE/CANCEL to be answered.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(3);

@@ -20,9 +20,8 @@ use super::stanza::{
     ErrorType, Kind, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_GATEWAY, NS_PING, NS_VERSION, StanzaError,
     elem, error_reply, reply, text_elem,
 };
+use crate::PRODUCT_NAME;
 
-/// Human-readable name in disco identities and the version reply.
-pub const PRODUCT_NAME: &str = "xmpp-sip-gateway";
 pub const IDENTITY_NAME: &str = "SIP gateway";
 /// The resource of a contact's presence and of its side of Jingle sessions.
 pub const CONTACT_RESOURCE: &str = "gw";

@@ -38,14 +38,10 @@ pub fn text_elem(name: &str, ns: &str, text: &str) -> Element {
     Element::builder(name, ns).append(text).build()
 }
 
-/// The three stanza kinds; anything else at the top level of the stream is `Other`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Iq,
-    Message,
-    Presence,
-    Other,
-}
+/// The three stanza kinds; anything else at the top level of the stream is `Other`. The type is
+/// the metrics label ([`crate::metrics::StanzaKind`]), so the counters need no XMPP; which
+/// element is which kind is decided here.
+pub use crate::metrics::StanzaKind as Kind;
 
 impl Kind {
     pub fn of(el: &Element) -> Kind {
@@ -59,15 +55,6 @@ impl Kind {
             _ => Kind::Other,
         }
     }
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Iq => "iq",
-            Kind::Message => "message",
-            Kind::Presence => "presence",
-            Kind::Other => "other",
-        }
-    }
-    pub const ALL: [Kind; 4] = [Kind::Iq, Kind::Message, Kind::Presence, Kind::Other];
 }
 
 /// Error `type` attribute (RFC 6120 §8.3.2).
