@@ -10,6 +10,7 @@ pub const PRODUCT_NAME: &str = "xmpp-sip-gateway";
 pub mod admin;
 pub mod call;
 pub mod config;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod sip;

@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use xmpp_sip_gateway::admin::{self, AdminState};
 use xmpp_sip_gateway::call::manager::{CallConfig, CallManager, CallStats, CallerId};
-use xmpp_sip_gateway::config::{self, Config, ConfigPath, EXIT_CONFIG, LogFormat, Overrides};
+use xmpp_sip_gateway::config::{self, Config, ConfigPath, EXIT_CONFIG, Overrides};
 use xmpp_sip_gateway::metrics::Metrics;
 use xmpp_sip_gateway::xmpp::link::Link;
 use xmpp_sip_gateway::xmpp::router::Router;
@@ -117,14 +117,14 @@ fn init_tracing(cfg: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(&cfg.log.filter).unwrap_or_else(|_| EnvFilter::new("info"))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cfg.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let subscriber = xmpp_sip_gateway::logging::subscriber(
+        cfg.log.format,
+        filter,
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+    );
+    // `init` also routes the `log` records of the WebRTC crates into it.
+    tracing_subscriber::util::SubscriberInitExt::init(subscriber);
 }
 
 async fn run(cfg: Config) -> ExitCode {
@@ -194,7 +194,7 @@ async fn run(cfg: Config) -> ExitCode {
         .rsplit_once('@')
         .map(|(_, d)| d.to_string())
         .unwrap_or_default();
-    let (calls, bridge_rx) = CallManager::new(
+    let calls = CallManager::new(
         CallConfig {
             component: domain.clone(),
             separator: cfg.mapping.domain_separator,
@@ -216,7 +216,6 @@ async fn run(cfg: Config) -> ExitCode {
     let (call_stats_tx, call_stats) = tokio::sync::watch::channel(CallStats::default());
     let calls_shutdown = CancellationToken::new();
     let calls_task = tokio::spawn(calls.run(
-        bridge_rx,
         stanza_rx,
         call_event_rx,
         call_stats_tx,

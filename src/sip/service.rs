@@ -90,15 +90,17 @@ pub struct SipCommand {
 /// What the call layer asks of the SIP side for bridged calls (see [`UserAgent`]'s methods of
 /// the same names). Outcomes and progress come back as [`UaEvent`]s on the call-event channel
 /// given to [`start`].
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallCommand {
+    /// A new call to `uri`; answered by [`UaEvent::InviteSent`] with the same `tag` (the
+    /// caller's own id of the call) before any other event of that call.
     Invite {
+        tag: u64,
         uri: String,
         /// From's user part (None: the account's) and display name.
         from_user: Option<String>,
         from_display: Option<String>,
         sdp: Vec<u8>,
-        reply: oneshot::Sender<Result<RequestId, String>>,
     },
     Ring {
         id: RequestId,
@@ -397,9 +399,14 @@ pub async fn start(
                 Some(cmd) = call_rx.recv() => {
                     let now = Instant::now().into_std();
                     let result = match cmd {
-                        CallCommand::Invite { uri, from_user, from_display, sdp, reply } => {
+                        CallCommand::Invite { tag, uri, from_user, from_display, sdp } => {
                             let r = ua.invite(&uri, from_user.as_deref(), from_display.as_deref(), sdp, now);
-                            let _ = reply.send(r.map_err(|e| e.to_string()));
+                            let result = r
+                                .map(|id| (id, ua.call_id_of(id).unwrap_or_default()))
+                                .map_err(|e| e.to_string());
+                            if let Some(tx) = call_events.as_ref() {
+                                let _ = tx.send(UaEvent::InviteSent { tag, result });
+                            }
                             Ok(())
                         }
                         CallCommand::Ring { id, code, sdp } => ua.ring(id, code, sdp, now),

@@ -112,6 +112,13 @@ pub enum UaEvent {
         code: u16,
         sdp: Vec<u8>,
     },
+    /// Not from the user agent itself: the SIP service's answer to the call layer's INVITE
+    /// command with the same `tag` — the new call's request id and SIP Call-ID, or why no
+    /// INVITE went out.
+    InviteSent {
+        tag: u64,
+        result: Result<(RequestId, String), String>,
+    },
     /// A call ended: the INVITE's final code (487 when the caller cancelled ours, or when we
     /// cancelled) and, if it was answered, the BYE's (`bye_by_peer` when the far end hung up
     /// first).
@@ -1172,6 +1179,20 @@ impl UserAgent {
         now: Instant,
     ) -> Result<RequestId, UaError> {
         self.start_invite(uri, from_user, from_display, sdp, None, now)
+    }
+
+    /// The SIP Call-ID of a call we placed with [`Self::invite`] (for logs: the id an
+    /// operator greps).
+    pub fn call_id_of(&self, id: RequestId) -> Option<String> {
+        self.outgoing
+            .get(&id)?
+            .req
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::CallId(c) => Some(c.value().to_string()),
+                _ => None,
+            })
     }
 
     fn start_invite(
