@@ -8,7 +8,7 @@
 //! Each session has its tracing span (`call{key dir sid call_id}`): everything logged for a
 //! call, here, in the session and in its bridge, carries its Jingle sid and SIP Call-ID.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use minidom::Element;
@@ -75,6 +75,8 @@ struct Index {
 
 struct Entry {
     session: Session,
+    /// The session's INVITE was on its way at the end of the last input.
+    inviting: bool,
     span: Span,
     index: Index,
     started: Instant,
@@ -99,6 +101,9 @@ pub struct Engine {
     disco_pending: HashMap<String, String>,
     draining: bool,
     link_up: bool,
+    /// Calls that ended while their INVITE was on its way: cancelled when its request id comes
+    /// back ([`UaEvent::InviteSent`]).
+    orphan_invites: HashSet<CallKey>,
     out: VecDeque<Action>,
 }
 
@@ -122,6 +127,7 @@ impl Engine {
             disco_pending: HashMap::new(),
             draining: false,
             link_up: true,
+            orphan_invites: HashSet::new(),
             out: VecDeque::new(),
         }
     }
@@ -150,6 +156,18 @@ impl Engine {
 
     pub fn keys(&self) -> impl Iterator<Item = CallKey> + '_ {
         self.calls.keys().copied()
+    }
+
+    /// INVITEs of ended calls still waiting for their request id (to be cancelled): the
+    /// driver's shutdown waits a little for them.
+    pub fn has_orphan_invites(&self) -> bool {
+        !self.orphan_invites.is_empty()
+    }
+
+    /// Entries in the (jingle, SIP, JMI) indexes: all 0 once no call is left.
+    #[cfg(test)]
+    pub(crate) fn index_sizes(&self) -> (usize, usize, usize) {
+        (self.by_jingle.len(), self.by_sip.len(), self.by_jmi.len())
     }
 
     /// The next thing to do, until `None`.
@@ -214,6 +232,7 @@ impl Engine {
             key,
             Entry {
                 session,
+                inviting: false,
                 span,
                 index: Index::default(),
                 started: env.now,
@@ -262,7 +281,7 @@ impl Engine {
             jingle: s
                 .jingle_key()
                 .map(|(p, sid)| (p.to_string(), sid.to_string())),
-            sip: s.sip_id(),
+            sip: s.sip_id().filter(|_| !s.is_over()),
             jmi: s.jmi_id().filter(|_| !s.is_over()).map(str::to_string),
         };
         if index != e.index {
@@ -286,8 +305,13 @@ impl Engine {
                 self.by_jmi.insert(j, key);
             }
         }
-        if e.session.is_over() {
+        if !e.session.is_over() {
+            e.inviting = e.session.invite_in_flight();
+        } else {
             let e = self.calls.remove(&key).expect("looked up above");
+            if e.inviting {
+                self.orphan_invites.insert(key);
+            }
             self.timers.retain(|(_, k, _)| *k != key);
             let secs = now.saturating_duration_since(e.started).as_secs();
             e.span.in_scope(|| info!(secs, "call ended"));
@@ -417,8 +441,12 @@ impl Engine {
             })
             .map(|c| c.name().to_string())
             .unwrap_or_else(|| "undefined-condition".into());
-        let from = msg.attr("from").unwrap_or_default().to_string();
-        self.feed(key, Input::ProposeBounced { from, condition }, env);
+        let input = Input::ProposeBounced {
+            from: msg.attr("from").unwrap_or_default().to_string(),
+            id: msg.attr("id").unwrap_or_default().to_string(),
+            condition,
+        };
+        self.feed(key, input, env);
     }
 
     /// A user's device came or went.
@@ -503,6 +531,7 @@ impl Engine {
                     }
                     None => {
                         // The call ended while its INVITE was on the way: cancel it.
+                        self.orphan_invites.remove(&key);
                         if let Ok((id, _)) = result {
                             self.out.push_back(Action::Sip(CallCommand::Hangup {
                                 id,

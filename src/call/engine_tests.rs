@@ -1304,3 +1304,188 @@ fn a_jmi_propose_to_a_contact_is_answered_with_proceed() {
     assert_eq!(s[0].attr("from"), Some("+15551234567@gw.example.com/gw"));
     assert_eq!(s[0].attr("to"), Some(JULIET));
 }
+
+// ---------------------------------------------------------------------------------- races of the async bridge and SIP answers
+
+#[test]
+fn ended_and_refused_calls_leave_nothing_in_the_indexes() {
+    let mut f = Flow::new();
+    // Refused before ringing (no XMPP user behind the address).
+    f.ua(UaEvent::Incoming {
+        id: RequestId(99),
+        from: "sip:romeo@sip.example.net".into(),
+        from_display: None,
+        to: "sip:nobody@sip.example.net".into(),
+        request_uri: "sip:nobody@sip.example.net".into(),
+        call_id: "x@y".into(),
+        sdp: phone_sdp("sendrecv"),
+        room: None,
+    });
+    assert_eq!(f.engine.index_sizes(), (0, 0, 0));
+    f.take();
+    // An answered call, hung up.
+    answered_xmpp_call(&mut f);
+    assert_eq!(f.engine.index_sizes(), (1, 1, 0));
+    f.stanza(&terminate(
+        JULIET,
+        "+15551234567@gw.example.com/gw",
+        "s1",
+        "success",
+    ));
+    assert_eq!(f.engine.index_sizes(), (0, 0, 0));
+    // A rung call that times out.
+    incoming(&mut f);
+    f.advance(Duration::from_secs(30));
+    assert_eq!(f.engine.index_sizes(), (0, 0, 0));
+    assert_eq!(f.engine.stats().active, 0);
+}
+
+#[test]
+fn the_ring_timer_does_not_end_a_call_whose_answer_the_bridge_is_taking() {
+    let mut f = Flow::new();
+    let key = incoming(&mut f);
+    let sid = proposed_sid(&f.stanzas());
+    f.stanza(&jmi(JULIET, "proceed", &sid));
+    f.bridge = BridgeScript::Manual;
+    f.now += Duration::from_millis(29_900);
+    f.stanza(&session_accept(&sid));
+    assert_eq!(f.phase(key), Some(Phase::Accepting));
+    let actions = f.take();
+    let steps: Vec<Step> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Media(_, MediaCommand::SetSipRemote { step, .. }) => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    f.advance(Duration::from_millis(200));
+    assert!(
+        f.take().is_empty(),
+        "the ring timer fired on an accepted call"
+    );
+    f.media(
+        key,
+        MediaEvent::SipRemoteSet {
+            step: steps[0].clone(),
+            result: Ok(None),
+        },
+    );
+    let actions = f.take();
+    assert!(matches!(
+        sip_cmds(&actions)[..],
+        [CallCommand::Answer { id: ROMEO_CALL, .. }]
+    ));
+}
+
+#[test]
+fn a_phone_reinvite_waiting_for_the_bridge_is_answered_when_the_call_ends() {
+    let mut f = Flow::new();
+    answered_xmpp_call(&mut f);
+    f.bridge = BridgeScript::Manual;
+    f.ua(UaEvent::Reoffer {
+        id: SIP_ID,
+        sdp: phone_sdp("sendonly"),
+    });
+    // A second one meanwhile: 500 (RFC 3261 §14.2).
+    f.ua(UaEvent::Reoffer {
+        id: SIP_ID,
+        sdp: phone_sdp("sendrecv"),
+    });
+    let actions = f.take();
+    assert!(matches!(
+        sip_cmds(&actions)[..],
+        [CallCommand::RejectReinvite {
+            id: SIP_ID,
+            code: 500
+        }]
+    ));
+    f.stanza(&terminate(
+        JULIET,
+        "+15551234567@gw.example.com/gw",
+        "s1",
+        "success",
+    ));
+    let actions = f.take();
+    assert!(matches!(
+        sip_cmds(&actions)[..],
+        [
+            CallCommand::RejectReinvite {
+                id: SIP_ID,
+                code: 487
+            },
+            CallCommand::Hangup { id: SIP_ID, .. }
+        ]
+    ));
+}
+
+#[test]
+fn shutdown_while_an_invite_is_on_its_way_cancels_it_when_its_id_comes() {
+    let mut f = Flow::new();
+    f.stanza(&initiate("s1", CONTACT));
+    let key = f.only_call();
+    f.take();
+    let env = f.env();
+    f.engine.shutdown(&env);
+    f.pump();
+    assert_eq!(summary(&f.stanzas()), ["iq session-terminate"]);
+    assert!(f.engine.has_orphan_invites());
+    f.ua(UaEvent::InviteSent {
+        tag: key.0,
+        result: Ok((SIP_ID, "c@gw".into())),
+    });
+    assert!(matches!(
+        sip_cmds(&f.take())[..],
+        [CallCommand::Hangup {
+            id: SIP_ID,
+            code: 487,
+            ..
+        }]
+    ));
+    assert!(!f.engine.has_orphan_invites());
+}
+
+#[test]
+fn the_caller_hears_ringing_once_across_the_caller_id_retry() {
+    let mut f = Flow::with(CallConfig {
+        caller_id: CallerId::Mapped,
+        ..cfg()
+    });
+    let key = xmpp_call_placed(&mut f, "s1");
+    f.ua(UaEvent::Progress {
+        id: SIP_ID,
+        code: 180,
+        sdp: None,
+    });
+    f.ua(UaEvent::CallEnded {
+        id: SIP_ID,
+        code: 407,
+        reason: "Proxy Authentication Required".into(),
+        bye: None,
+        bye_by_peer: false,
+    });
+    f.ua(UaEvent::InviteSent {
+        tag: key.0,
+        result: Ok((RequestId(8), "c2@gw".into())),
+    });
+    f.ua(UaEvent::Progress {
+        id: RequestId(8),
+        code: 180,
+        sdp: None,
+    });
+    assert_eq!(summary(&f.stanzas()), ["iq session-info"]);
+    assert_eq!(f.phase(key), Some(Phase::Ringing));
+}
+
+#[test]
+fn only_the_bounce_of_our_propose_ends_the_call() {
+    let mut f = Flow::new();
+    let key = incoming(&mut f);
+    f.take();
+    f.stanza(&format!(
+        "<message from='juliet@example.com' to='romeo*sip.example.net@gw.example.com/gw' id='xsg-call-{}-99' type='error'>\
+         <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+        key.0
+    ));
+    assert!(f.take().is_empty());
+    assert!(matches!(f.phase(key), Some(Phase::Proposing(_))));
+}

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, warn};
 
 use super::engine::{Action, Engine};
 use super::session::{CallKey, CreateError, Env, MediaCommand, MediaEvent};
-use crate::media::bridge::MediaEngine;
+use crate::media::bridge::{BridgeEvent, LegKind, MediaEngine};
 use crate::sip::service::CallCommand;
 use crate::sip::ua::UaEvent;
 use crate::xmpp::link::{LinkHandle, LinkState};
@@ -39,12 +39,18 @@ pub struct CallManager {
     media_tx: mpsc::UnboundedSender<(CallKey, MediaEvent)>,
     media_rx: Option<mpsc::UnboundedReceiver<(CallKey, MediaEvent)>>,
     tasks: JoinSet<()>,
+    /// Which call each bridge task serves.
+    task_calls: HashMap<tokio::task::Id, CallKey>,
     /// Set by a graceful shutdown (`POST /about/shutdown`): calls in progress go on, new ones
     /// are refused.
     draining: Arc<AtomicBool>,
     /// The component link's state (calls end when it is lost).
     link: Option<watch::Receiver<LinkState>>,
 }
+
+/// How long shutdown waits for the request ids of INVITEs whose calls ended meanwhile (the SIP
+/// user agent answers each at once; this only bounds a stuck one).
+const ORPHAN_INVITE_GRACE: Duration = Duration::from_secs(2);
 
 /// The time and a fresh random draw for one input.
 fn env() -> Env {
@@ -71,6 +77,7 @@ impl CallManager {
             media_tx,
             media_rx: Some(media_rx),
             tasks: JoinSet::new(),
+            task_calls: HashMap::new(),
             draining: Arc::new(AtomicBool::new(false)),
             link: None,
         }
@@ -120,6 +127,8 @@ impl CallManager {
                     self.engine.on_ua(ev, &env());
                 }
                 Some((key, ev)) = media_rx.recv() => self.engine.on_media(key, ev, &env()),
+                // A bridge task ended (ports freed): the counters below must say so.
+                Some(r) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.reaped(r),
                 _ = async { match wake {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
@@ -130,6 +139,18 @@ impl CallManager {
         }
         self.engine.shutdown(&env());
         self.execute().await;
+        // INVITEs that were on their way when their call ended: wait (briefly) for their
+        // request ids, so that they are cancelled rather than left ringing.
+        let deadline = tokio::time::Instant::now() + ORPHAN_INVITE_GRACE;
+        while self.engine.has_orphan_invites() {
+            match tokio::time::timeout_at(deadline, sip_events.recv()).await {
+                Ok(Some(ev)) => {
+                    self.engine.on_ua(ev, &env());
+                    self.execute().await;
+                }
+                _ => break,
+            }
+        }
         // Every bridge got its Close: wait for them to be gone (close_notify sent, ports free).
         self.bridges.clear();
         while self.tasks.join_next().await.is_some() {}
@@ -153,8 +174,16 @@ impl CallManager {
                     }
                 }
                 Action::Sip(cmd) => {
-                    if self.sip.send(cmd).await.is_err() {
+                    if let Err(mpsc::error::SendError(cmd)) = self.sip.send(cmd).await {
                         warn!("the SIP side has stopped; call command dropped");
+                        if let CallCommand::Invite { tag, .. } = cmd {
+                            // No answer will come: the call must not wait for one.
+                            let failed = UaEvent::InviteSent {
+                                tag,
+                                result: Err("the SIP side has stopped".into()),
+                            };
+                            self.engine.on_ua(failed, &env());
+                        }
                     }
                 }
                 Action::Media(
@@ -175,7 +204,8 @@ impl CallManager {
                         rx,
                         self.media_tx.clone(),
                     );
-                    self.tasks.spawn(task.instrument(span));
+                    let task = self.tasks.spawn(task.instrument(span));
+                    self.task_calls.insert(task.id(), key);
                 }
                 Action::Media(key, cmd) => {
                     let close = matches!(cmd, MediaCommand::Close);
@@ -192,7 +222,29 @@ impl CallManager {
             }
         }
         // Reap the bridges that have ended.
-        while self.tasks.try_join_next().is_some() {}
+        while let Some(r) = self.tasks.try_join_next_with_id() {
+            self.reaped(r);
+        }
+    }
+
+    /// A bridge task ended: forget it; if it died (a panic), its call hears the bridge failed.
+    fn reaped(&mut self, r: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let (id, failed) = match r {
+            Ok((id, ())) => (id, false),
+            Err(e) => (e.id(), true),
+        };
+        let Some(key) = self.task_calls.remove(&id) else {
+            return;
+        };
+        self.bridges.remove(&key);
+        if failed {
+            warn!(%key, "the media task of a call died");
+            let ev = MediaEvent::Bridge(BridgeEvent::Failed {
+                leg: LegKind::WebRtc,
+                reason: "the gateway's media task for this call failed".into(),
+            });
+            self.engine.on_media(key, ev, &env());
+        }
     }
 }
 

@@ -361,9 +361,10 @@ pub enum Input {
         from: String,
         id: String,
     },
-    /// Our propose bounced: the callee's server said `condition`.
+    /// A message of ours (`id`) bounced: the callee's server said `condition`.
     ProposeBounced {
         from: String,
+        id: String,
         condition: String,
     },
     /// The XMPP device of the call went unavailable.
@@ -413,6 +414,8 @@ enum Dir {
     ToSip {
         /// The Request-URI.
         uri: String,
+        /// Whether the caller was told `<ringing/>` (kept across a second INVITE).
+        alert: Alert,
         /// `calls.caller_id = mapped`: set while the INVITE goes out with the mapped From; if
         /// the SIP side refuses that From (401/403/407) the call is placed again as the
         /// account.
@@ -425,6 +428,8 @@ enum Dir {
         direct: Option<String>,
         /// The caller's display name (XEP-0172 nick in presence and propose).
         nick: Option<String>,
+        /// The id of our propose message: only its bounce means the callee's server refused.
+        propose_id: Option<String>,
     },
 }
 
@@ -562,6 +567,7 @@ impl Session {
             j.sid.clone(),
             Dir::ToSip {
                 uri: uri.clone().unwrap_or_default(),
+                alert: Alert::Silent,
                 mapped,
             },
             from,
@@ -664,6 +670,7 @@ impl Session {
                 callee: callee.clone().unwrap_or_default(),
                 direct: direct.clone(),
                 nick: nick.filter(|n| !n.is_empty()),
+                propose_id: None,
             },
             direct.unwrap_or_else(|| callee.clone().unwrap_or_default()),
             us,
@@ -773,6 +780,12 @@ impl Session {
         matches!(self.dir, Dir::FromSip { .. }).then_some(self.sid.as_str())
     }
 
+    /// Our INVITE is with the SIP user agent and its request id has not come back: if the
+    /// call ends now, that INVITE must be cancelled once it does.
+    pub fn invite_in_flight(&self) -> bool {
+        self.phase == Phase::Inviting
+    }
+
     /// The next thing to do, until `None`.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -836,7 +849,11 @@ impl Session {
             Input::Jingle { iq, jingle } => self.on_jingle(iq, jingle, env),
             Input::Jmi { from, jmi } => self.on_jmi(&from, jmi),
             Input::IqError { from, id } => self.on_iq_error(&from, &id),
-            Input::ProposeBounced { from, condition } => self.on_bounce(&from, &condition),
+            Input::ProposeBounced {
+                from,
+                id,
+                condition,
+            } => self.on_bounce(&from, &id, &condition),
             Input::DeviceGone => {
                 info!(peer = %self.peer, "the XMPP device of a call went offline; ending the call");
                 let end = SipEnd::code(480)
@@ -1012,11 +1029,17 @@ impl Session {
 
     /// An error bounce of our propose: the callee's server refused the message. Only a bounce
     /// from the callee's side while still proposing means anything.
-    fn on_bounce(&mut self, from: &str, condition: &str) {
-        let Dir::FromSip { callee, .. } = &self.dir else {
+    fn on_bounce(&mut self, from: &str, id: &str, condition: &str) {
+        let Dir::FromSip {
+            callee, propose_id, ..
+        } = &self.dir
+        else {
             return;
         };
-        if !matches!(self.phase, Phase::Proposing(_)) || !bare(from).eq_ignore_ascii_case(callee) {
+        if !matches!(self.phase, Phase::Proposing(_))
+            || propose_id.as_deref() != Some(id)
+            || !bare(from).eq_ignore_ascii_case(callee)
+        {
             return;
         }
         info!(%condition, "the callee's server refused the call's propose");
@@ -1141,7 +1164,8 @@ impl Session {
 
     /// Nobody answered within `calls.ring_timeout`.
     fn on_ring_timeout(&mut self) {
-        if self.answered() {
+        // Accepting: the callee answered; the bridge is taking the answer.
+        if matches!(self.phase, Phase::Answered | Phase::Accepting) {
             return;
         }
         info!("no answer within calls.ring_timeout; the caller gets 480");
@@ -1279,7 +1303,14 @@ impl Session {
         match r {
             Ok((id, call_id)) => {
                 self.sip = Some(id);
-                self.phase = Phase::Calling;
+                // A second INVITE (the caller ID retry) does not ring the caller again.
+                self.phase = match self.dir {
+                    Dir::ToSip {
+                        alert: Alert::Ringing,
+                        ..
+                    } => Phase::Ringing,
+                    _ => Phase::Calling,
+                };
                 if !self.counted {
                     self.counted = true;
                     self.stat(Stat::Started(Way::ToSip));
@@ -1325,6 +1356,7 @@ impl Session {
             callee,
             direct,
             nick,
+            ..
         } = &self.dir
         else {
             return;
@@ -1390,6 +1422,9 @@ impl Session {
                 );
                 if let Some(name) = &nick {
                     propose.append_child(text_elem("nick", NS_NICK, name));
+                }
+                if let Dir::FromSip { propose_id: p, .. } = &mut self.dir {
+                    *p = Some(propose_id);
                 }
                 self.xmpp(propose);
                 self.phase = Phase::Proposing(Alert::Silent);
@@ -1527,6 +1562,9 @@ impl Session {
                 }
                 if (180..=183).contains(&code) && self.phase == Phase::Calling {
                     self.phase = Phase::Ringing;
+                    if let Dir::ToSip { alert, .. } = &mut self.dir {
+                        *alert = Alert::Ringing;
+                    }
                     let mut info = Jingle::new(Action::SessionInfo, self.sid.clone());
                     info.info = Some(SessionInfo::Ringing);
                     self.send_jingle(info);
@@ -1600,7 +1638,7 @@ impl Session {
     /// (`code` 401/403/407: registrars that check From against the credentials do). Places the
     /// call again as the account; true if that INVITE is on its way.
     fn retry_as_account(&mut self, code: u16, cfg: &CallConfig) -> bool {
-        let Dir::ToSip { mapped, uri } = &mut self.dir else {
+        let Dir::ToSip { mapped, uri, .. } = &mut self.dir else {
             return false;
         };
         if !*mapped
@@ -1684,7 +1722,10 @@ impl Session {
         let offer = sdp_media::reoffer_with_direction(last, dir);
         let bytes = offer.to_string().into_bytes();
         self.hold.reinvite = Some((offer, wanted));
-        info!(hold = ?wanted, "re-INVITE to the SIP side");
+        info!(
+            hold = wanted == OurHold::HeldByUs,
+            "re-INVITE to the SIP side"
+        );
         self.sip_cmd(CallCommand::Reinvite { id, sdp: bytes });
     }
 
@@ -1708,7 +1749,11 @@ impl Session {
         if code == 491 || code == 500 || code == 503 {
             // Glare or a busy peer (RFC 3261 §14.1): the session stays as it was; try again
             // after 2.1–4 s.
-            info!(code, ?hold, "re-INVITE not taken now; trying again shortly");
+            info!(
+                code,
+                hold = hold == OurHold::HeldByUs,
+                "re-INVITE not taken now; trying again shortly"
+            );
             self.out.push_back(Output::Timer {
                 timer: Timer::Resync,
                 at: env.now + Duration::from_millis(2100 + env.random % 1900),
@@ -1718,7 +1763,11 @@ impl Session {
         if !(200..300).contains(&code) {
             // Refused for good: the session stays as it was, and we stop asking (the next
             // hold/resume from the XMPP side tries again).
-            warn!(code, ?hold, "the SIP side refused our re-INVITE");
+            warn!(
+                code,
+                hold = hold == OurHold::HeldByUs,
+                "the SIP side refused our re-INVITE"
+            );
             self.hold.wanted = self.hold.agreed;
             return;
         }
@@ -1861,6 +1910,13 @@ impl Session {
                 self.send_jingle(t);
             }
             (None, _, _) => {}
+        }
+        if let (Some(_), Some(p)) = (self.sip, self.reoffer.take()) {
+            // The phone's re-INVITE still waited for the bridge: it gets its final answer.
+            self.sip_cmd(CallCommand::RejectReinvite {
+                id: p.id,
+                code: 487,
+            });
         }
         if let (Some(id), Some(end)) = (self.sip, sip) {
             let cmd = if self.inbound() && !answered {
