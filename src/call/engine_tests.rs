@@ -319,6 +319,32 @@ fn reason_of(el: &Element) -> Option<String> {
         .map(|c| c.name().to_string())
 }
 
+/// The SIP side ended an unanswered call of ours (or the caller gave up): the INVITE's final
+/// `code`.
+fn unanswered(id: RequestId, code: u16, reason: &str) -> UaEvent {
+    UaEvent::CallEnded {
+        id,
+        code,
+        reason: reason.into(),
+        bye: None,
+        bye_by_peer: false,
+    }
+}
+
+/// An INVITE from romeo for `to`.
+fn incoming_to(id: RequestId, to: &str, sdp: Vec<u8>) -> UaEvent {
+    UaEvent::Incoming {
+        id,
+        from: "sip:romeo@sip.example.net".into(),
+        from_display: None,
+        to: to.into(),
+        request_uri: to.into(),
+        call_id: "x@y".into(),
+        sdp,
+        room: None,
+    }
+}
+
 const SIP_ID: RequestId = RequestId(7);
 
 /// Juliet calls +15551234567 and the INVITE is out (Calling): returns the call.
@@ -475,13 +501,7 @@ fn xmpp_to_sip_busy_and_decline_end_with_their_reasons() {
 fn xmpp_to_sip_unknown_user_is_404_and_not_a_sip_address_is_item_not_found() {
     let mut f = Flow::new();
     let key = xmpp_call_placed(&mut f, "s1");
-    f.ua(UaEvent::CallEnded {
-        id: SIP_ID,
-        code: 404,
-        reason: "Not Found".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(SIP_ID, 404, "Not Found"));
     let s = f.stanzas();
     assert_eq!(reason_of(&s[0]).as_deref(), Some("gone"));
     assert!(f.engine.session(key).is_none());
@@ -526,13 +546,7 @@ fn xmpp_caller_gives_up_before_answer_cancels() {
     ));
     assert!(has_close(&actions, key));
     // Then the UA's 487 for the cancelled INVITE finds no call.
-    f.ua(UaEvent::CallEnded {
-        id: SIP_ID,
-        code: 487,
-        reason: "Request Terminated".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(SIP_ID, 487, "Request Terminated"));
     assert!(f.take().is_empty());
     assert_eq!(f.engine.stats().outcome(Outcome::Cancelled), 1);
 }
@@ -583,13 +597,7 @@ fn mapped_caller_id_refused_is_placed_again_as_the_account() {
         tag: key.0,
         result: Ok((SIP_ID, "c1@gw".into())),
     });
-    f.ua(UaEvent::CallEnded {
-        id: SIP_ID,
-        code: 403,
-        reason: "Forbidden".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(SIP_ID, 403, "Forbidden"));
     let actions = f.take();
     let [
         CallCommand::Invite {
@@ -612,13 +620,7 @@ fn mapped_caller_id_refused_is_placed_again_as_the_account() {
         result: Ok((RequestId(8), "c2@gw".into())),
     });
     // A second refusal is final.
-    f.ua(UaEvent::CallEnded {
-        id: RequestId(8),
-        code: 403,
-        reason: "Forbidden".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(RequestId(8), 403, "Forbidden"));
     assert_eq!(summary(&f.stanzas()), ["iq session-terminate"]);
     assert_eq!(f.engine.stats().started_to_sip, 1, "one call, placed twice");
 }
@@ -1048,13 +1050,7 @@ fn the_caller_cancels_while_ringing_and_after_initiate() {
     let mut f = Flow::new();
     incoming(&mut f);
     f.take();
-    f.ua(UaEvent::CallEnded {
-        id: ROMEO_CALL,
-        code: 487,
-        reason: "Request Terminated".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(ROMEO_CALL, 487, "Request Terminated"));
     let s = f.stanzas();
     assert_eq!(summary(&s), ["message retract"]);
     assert_eq!(f.engine.stats().outcome(Outcome::Cancelled), 1);
@@ -1065,13 +1061,7 @@ fn the_caller_cancels_while_ringing_and_after_initiate() {
     let sid = proposed_sid(&f.stanzas());
     f.stanza(&jmi(JULIET, "proceed", &sid));
     f.take();
-    f.ua(UaEvent::CallEnded {
-        id: ROMEO_CALL,
-        code: 487,
-        reason: "Request Terminated".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(ROMEO_CALL, 487, "Request Terminated"));
     let s = f.stanzas();
     assert_eq!(summary(&s), ["iq session-terminate"]);
     assert_eq!(reason_of(&s[0]).as_deref(), Some("cancel"));
@@ -1167,16 +1157,7 @@ fn incoming_calls_that_cannot_ring_are_refused_before_media() {
             400,
         ),
     ] {
-        f.ua(UaEvent::Incoming {
-            id: RequestId(99),
-            from: "sip:romeo@sip.example.net".into(),
-            from_display: None,
-            to: to.into(),
-            request_uri: to.into(),
-            call_id: "x@y".into(),
-            sdp,
-            room: None,
-        });
+        f.ua(incoming_to(RequestId(99), to, sdp));
         let actions = f.take();
         let [CallCommand::Reject { code: c, .. }] = sip_cmds(&actions)[..] else {
             panic!("reject expected for {to}: {actions:?}")
@@ -1234,16 +1215,11 @@ fn losing_the_component_link_ends_every_call_and_refuses_new_ones() {
     );
     assert_eq!(f.engine.stats().active, 0);
     // New SIP calls get 480 while it is down.
-    f.ua(UaEvent::Incoming {
-        id: RequestId(41),
-        from: "sip:romeo@sip.example.net".into(),
-        from_display: None,
-        to: "sip:juliet*example.com@sip.example.net".into(),
-        request_uri: "sip:juliet*example.com@sip.example.net".into(),
-        call_id: "x@y".into(),
-        sdp: phone_sdp("sendrecv"),
-        room: None,
-    });
+    f.ua(incoming_to(
+        RequestId(41),
+        "sip:juliet*example.com@sip.example.net",
+        phone_sdp("sendrecv"),
+    ));
     assert!(matches!(
         sip_cmds(&f.take())[..],
         [CallCommand::Reject { code: 480, .. }]
@@ -1311,16 +1287,11 @@ fn a_jmi_propose_to_a_contact_is_answered_with_proceed() {
 fn ended_and_refused_calls_leave_nothing_in_the_indexes() {
     let mut f = Flow::new();
     // Refused before ringing (no XMPP user behind the address).
-    f.ua(UaEvent::Incoming {
-        id: RequestId(99),
-        from: "sip:romeo@sip.example.net".into(),
-        from_display: None,
-        to: "sip:nobody@sip.example.net".into(),
-        request_uri: "sip:nobody@sip.example.net".into(),
-        call_id: "x@y".into(),
-        sdp: phone_sdp("sendrecv"),
-        room: None,
-    });
+    f.ua(incoming_to(
+        RequestId(99),
+        "sip:nobody@sip.example.net",
+        phone_sdp("sendrecv"),
+    ));
     assert_eq!(f.engine.index_sizes(), (0, 0, 0));
     f.take();
     // An answered call, hung up.
@@ -1456,13 +1427,7 @@ fn the_caller_hears_ringing_once_across_the_caller_id_retry() {
         code: 180,
         sdp: None,
     });
-    f.ua(UaEvent::CallEnded {
-        id: SIP_ID,
-        code: 407,
-        reason: "Proxy Authentication Required".into(),
-        bye: None,
-        bye_by_peer: false,
-    });
+    f.ua(unanswered(SIP_ID, 407, "Proxy Authentication Required"));
     f.ua(UaEvent::InviteSent {
         tag: key.0,
         result: Ok((RequestId(8), "c2@gw".into())),
