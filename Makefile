@@ -35,7 +35,7 @@ lint: deps
 
 ## Criterion benches; figures are recorded in docs/BENCHMARKS.md.
 bench: deps
-	$(CARGO) bench --locked --bench router --bench sip --bench rtp --bench codec --bench srtp
+	$(CARGO) bench --locked --bench router --bench sip --bench rtp --bench codec --bench srtp --bench calls
 
 ## Call load: XMPP -> SIP calls through real Prosody and Kamailio against the release build;
 ## prints setup latency, calls/s, CPU and memory per call (docs/BENCHMARKS.md).
