@@ -74,7 +74,8 @@ struct Index {
 }
 
 struct Entry {
-    session: Session,
+    /// Boxed: the map keeps spare room for entries, and a session is a few kB.
+    session: Box<Session>,
     /// The session's INVITE was on its way at the end of the last input.
     inviting: bool,
     span: Span,
@@ -146,7 +147,7 @@ impl Engine {
     }
 
     pub fn session(&self, key: CallKey) -> Option<&Session> {
-        self.calls.get(&key).map(|e| &e.session)
+        self.calls.get(&key).map(|e| &*e.session)
     }
 
     /// The span of call `key` (its bridge's task runs in it).
@@ -231,7 +232,7 @@ impl Engine {
         self.calls.insert(
             key,
             Entry {
-                session,
+                session: Box::new(session),
                 inviting: false,
                 span,
                 index: Index::default(),
@@ -255,7 +256,7 @@ impl Engine {
         let Some(e) = self.calls.get_mut(&key) else {
             return;
         };
-        while let Some(o) = e.session.poll_output() {
+        for o in e.session.take_outputs() {
             match o {
                 Output::Xmpp(el) => self.out.push_back(Action::Xmpp(el)),
                 Output::Sip(c) => self.out.push_back(Action::Sip(c)),
@@ -275,16 +276,27 @@ impl Engine {
                 Output::Stat(Stat::Ended(o)) => self.stats.count(o),
             }
         }
-        // Re-index where the session can be found now.
+        // Re-index where the session can be found now (compared borrowed first: most inputs
+        // change nothing here, and need not allocate).
         let s = &e.session;
-        let index = Index {
-            jingle: s
-                .jingle_key()
-                .map(|(p, sid)| (p.to_string(), sid.to_string())),
-            sip: s.sip_id().filter(|_| !s.is_over()),
-            jmi: s.jmi_id().filter(|_| !s.is_over()).map(str::to_string),
-        };
-        if index != e.index {
+        let over = s.is_over();
+        let jingle = s.jingle_key();
+        let sip = s.sip_id().filter(|_| !over);
+        let jmi = s.jmi_id().filter(|_| !over);
+        let same = e
+            .index
+            .jingle
+            .as_ref()
+            .map(|(p, i)| (p.as_str(), i.as_str()))
+            == jingle
+            && e.index.sip == sip
+            && e.index.jmi.as_deref() == jmi;
+        if !same {
+            let index = Index {
+                jingle: jingle.map(|(p, i)| (p.to_string(), i.to_string())),
+                sip,
+                jmi: jmi.map(str::to_string),
+            };
             let old = std::mem::replace(&mut e.index, index.clone());
             if let Some(j) = old.jingle {
                 self.by_jingle.remove(&j);

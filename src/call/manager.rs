@@ -35,7 +35,9 @@ pub struct CallManager {
     sip: mpsc::Sender<CallCommand>,
     xmpp: LinkHandle,
     /// Each call's bridge task, by the commands it takes.
-    bridges: HashMap<CallKey, mpsc::UnboundedSender<MediaCommand>>,
+    /// (Boxed: a channel allocates room for 32 values at once, for as long as the call lasts;
+    /// commands are few and large.)
+    bridges: HashMap<CallKey, mpsc::UnboundedSender<Box<MediaCommand>>>,
     media_tx: mpsc::UnboundedSender<(CallKey, MediaEvent)>,
     media_rx: Option<mpsc::UnboundedReceiver<(CallKey, MediaEvent)>>,
     tasks: JoinSet<()>,
@@ -211,7 +213,7 @@ impl CallManager {
                     let close = matches!(cmd, MediaCommand::Close);
                     match self.bridges.get(&key) {
                         Some(tx) => {
-                            let _ = tx.send(cmd);
+                            let _ = tx.send(Box::new(cmd));
                         }
                         None => debug!(%key, "media command for a call without a bridge"),
                     }
@@ -258,13 +260,15 @@ async fn bridge_task(
         crate::media::webrtc::RemoteDescription,
         crate::media::bridge::LegCodecs,
     )>,
-    mut commands: mpsc::UnboundedReceiver<MediaCommand>,
+    mut commands: mpsc::UnboundedReceiver<Box<MediaCommand>>,
     events: mpsc::UnboundedSender<(CallKey, MediaEvent)>,
 ) {
     let send = |ev: MediaEvent| {
         let _ = events.send((key, ev));
     };
-    let (mut bridge, local) = match media.create_bridge(role).await {
+    // Boxed: the making of a bridge is a large future, and this task lives as long as the
+    // call; unboxed, every call would keep room for it until it ends.
+    let (mut bridge, local) = match Box::pin(media.create_bridge(role)).await {
         Ok(b) => b,
         Err(e) => {
             send(MediaEvent::Created(Err(CreateError::Allocate(
@@ -274,7 +278,7 @@ async fn bridge_task(
         }
     };
     if let Some((remote, codecs)) = webrtc_remote
-        && let Err(e) = bridge.set_webrtc_remote(remote, codecs).await
+        && let Err(e) = Box::pin(bridge.set_webrtc_remote(remote, codecs)).await
     {
         send(MediaEvent::Created(Err(CreateError::WebRtcRemote(
             e.to_string(),
@@ -286,7 +290,7 @@ async fn bridge_task(
     let mut bridge_events = bridge.take_events();
     loop {
         tokio::select! {
-            cmd = commands.recv() => match cmd {
+            cmd = commands.recv() => match cmd.map(|c| *c) {
                 None | Some(MediaCommand::Close) | Some(MediaCommand::Create { .. }) => break,
                 Some(MediaCommand::SetWebRtcRemote { remote, codecs, step }) => {
                     let result = bridge.set_webrtc_remote(remote, codecs).await.map_err(|e| e.to_string());
@@ -309,4 +313,42 @@ async fn bridge_task(
         }
     }
     bridge.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bridge task lives as long as its call: its future's size is memory per call.
+    #[test]
+    fn a_bridge_task_is_small() {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let (etx, _erx) = mpsc::unbounded_channel();
+        let media = MediaEngine::new(crate::media::bridge::MediaConfig::new(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            40000,
+            40010,
+        ))
+        .expect("media engine");
+        let task = bridge_task(
+            CallKey(1),
+            media,
+            crate::media::bridge::WebRtcRole::Answerer,
+            None,
+            rx,
+            etx,
+        );
+        let size = std::mem::size_of_val(&task);
+        println!(
+            "bridge task future: {size} bytes; a command {} bytes, an event {} bytes",
+            std::mem::size_of::<MediaCommand>(),
+            std::mem::size_of::<MediaEvent>()
+        );
+        println!(
+            "a session {} bytes, an output {} bytes",
+            std::mem::size_of::<super::super::session::Session>(),
+            std::mem::size_of::<super::super::session::Output>()
+        );
+        assert!(size < 4096, "bridge task future is {size} bytes");
+    }
 }

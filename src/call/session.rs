@@ -791,6 +791,12 @@ impl Session {
         self.out.pop_front()
     }
 
+    /// Everything to do, at once: the queue goes with it, so that a call does not keep the
+    /// room its busiest moment needed for as long as it lasts.
+    pub fn take_outputs(&mut self) -> VecDeque<Output> {
+        std::mem::take(&mut self.out)
+    }
+
     fn xmpp(&mut self, el: Element) {
         self.out.push_back(Output::Xmpp(el));
     }
