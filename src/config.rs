@@ -63,6 +63,8 @@ pub struct XmppConfig {
     pub port: u16,
     /// Outgoing stanzas that may wait while the link is down.
     pub queue_size: usize,
+    /// Elements a stanza may nest (itself being 1); deeper subtrees are cut before parsing.
+    pub max_stanza_depth: u32,
 }
 
 impl XmppConfig {
@@ -266,6 +268,14 @@ pub const KEYS: &[KeySpec] = &[
         default: Some("1024"),
         flag: None,
         help: "outgoing stanzas kept while the component link is down; more is an error, not a silent drop",
+    },
+    KeySpec {
+        section: "xmpp",
+        key: "max_stanza_depth",
+        kind: Kind::Int(4, 1000),
+        default: Some("64"),
+        flag: None,
+        help: "elements a stanza may nest (the stanza itself is 1); a deeper stanza gets policy-violation (IQ) or is dropped, and is counted",
     },
     KeySpec {
         section: "media",
@@ -965,6 +975,7 @@ fn validate(raw: &BTreeMap<String, RawValue>, problems: &mut Vec<Problem>) -> Op
             host: get("xmpp.host"),
             port: num(&get("xmpp.port")),
             queue_size: num(&get("xmpp.queue_size")),
+            max_stanza_depth: num(&get("xmpp.max_stanza_depth")),
         },
         sip: SipConfig {
             listen: get("sip.listen")

@@ -17,6 +17,8 @@ pub struct Metrics {
     stanzas_out: [AtomicU64; 4],
     /// Stanzas refused because the outgoing queue was full.
     pub queue_overflows: AtomicU64,
+    /// Stanzas nested deeper than `xmpp.max_stanza_depth` (cut before parsing, then refused).
+    pub stanzas_too_deep: AtomicU64,
     /// 1 while the SIP account is registered upstream.
     pub sip_registered: AtomicBool,
     /// Successful REGISTERs (first registrations and refreshes).
@@ -162,6 +164,11 @@ impl Metrics {
             "xsg_outgoing_queue_overflows_total",
             "stanzas refused because the queue was full",
             self.queue_overflows.load(Relaxed),
+        );
+        counter(
+            "xsg_stanzas_too_deep_total",
+            "stanzas nested deeper than xmpp.max_stanza_depth, refused",
+            self.stanzas_too_deep.load(Relaxed),
         );
         counter(
             "xsg_sip_registrations_total",

@@ -620,6 +620,21 @@ class XmppClient:
         except IqError as e:
             return e.iq
 
+    def raw_iq(self, xml: str, iq_id: str):
+        """Send `xml` as written (an <iq id=iq_id/> that slixmpp could not build, e.g. nested
+        thousands deep); return the reply with that id."""
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatcherId
+        reply = self.loop.create_future()
+        self.c.register_handler(Callback(f"raw-{iq_id}", MatcherId(iq_id),
+                                         lambda st: reply.done() or reply.set_result(st),
+                                         once=True))
+        self.c.send_raw(xml)
+        return self.run(reply)
+
+    def send_raw(self, xml: str):
+        self.c.send_raw(xml)
+
     def error_condition(self, to, iq_type, payload) -> str:
         """The stanza error condition of the reply, or 'result'."""
         reply = self.iq(to, iq_type, payload)

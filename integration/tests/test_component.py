@@ -41,6 +41,35 @@ def test_connect_and_disco(prosody, gateway):
         assert child_text(reply, "jabber:iq:version", "name") == "xmpp-sip-gateway", reply
 
 
+def test_deeply_nested_stanzas_are_refused_not_fatal(prosody, gateway):
+    """Issue 11 item 1: one stanza of 5,000 nested elements (about 35 KB, under Prosody's
+    limit) used to overflow the gateway's stack and abort it, ending every call. Now the part
+    deeper than xmpp.max_stanza_depth is cut before parsing and the stanza refused."""
+    deep = "<a>" * 5000 + "</a>" * 5000
+    with XmppClient(prosody.c2s_port) as alice:
+        reply = alice.raw_iq(f"<iq type='get' id='deep1' to='{GATEWAY_JID}'>"
+                             f"<query xmlns='urn:example:deep'>{deep}</query></iq>", "deep1")
+        assert reply["type"] == "error", reply
+        # (slixmpp does not know RFC 6120's policy-violation condition: read the XML.)
+        assert "<policy-violation" in str(reply), reply
+        # The same as presence to a contact, and as a message: no answer, no crash.
+        alice.send_raw(f"<presence to='+15551234567@{GATEWAY_JID}'><x xmlns='urn:example:deep'>"
+                       f"{deep}</x></presence>")
+        alice.send_raw(f"<message to='+15551234567@{GATEWAY_JID}'><body>hi</body>"
+                       f"<x xmlns='urn:example:deep'>{deep}</x></message>")
+        # Still there, still answering, and it counted them.
+        check_disco_and_ping(alice)
+        assert gateway.running(), "the gateway exited"
+        wait_for(lambda: "xsg_stanzas_too_deep_total 3" in gateway.http_get("/metrics")[1],
+                 5, "the three refusals counted in /metrics", proc=gateway.proc,
+                 log=gateway.log_text)
+        # A stanza as deep as real ones (Jingle: 7 levels) is not affected.
+        nested = "<b>" * 6 + "</b>" * 6
+        assert alice.error_condition(GATEWAY_JID, "get",
+                                     f"<query xmlns='urn:example:nope'>{nested}</query>") \
+            == "service-unavailable"
+
+
 def test_reconnects_after_prosody_restart(prosody, gateway):
     prosody.stop()
     body = gateway.wait_health(500, timeout=10)

@@ -26,6 +26,7 @@ use tokio_xmpp::parsers::component::Handshake;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, XmlStream, initiate_stream};
 use tracing::{debug, error, info, warn};
 
+use super::depth::{self, DepthGuard};
 use super::router::{Routed, Router};
 use super::stanza::{
     ErrorType, Kind, NS_COMPONENT, NS_PING, NS_STREAM, NS_STREAMS, StanzaError, elem,
@@ -225,29 +226,67 @@ type Stream = XmlStream<BufStream<QuickAck>, Element>;
 /// algorithm on by default (`network_settings.nagle`), so a stanza written right after another
 /// waits for our ACK of the first, and a delayed ACK holds it up to 40 ms: two stanzas in a row
 /// (an IQ result, then the session-initiate's transport-info) would reach us 40 ms apart.
-struct QuickAck(TcpStream);
+///
+/// What it reads also goes through the stanza depth limit ([`DepthGuard`]) before the XML
+/// parser sees it.
+struct QuickAck {
+    tcp: TcpStream,
+    guard: DepthGuard,
+    /// Filtered bytes not yet taken by the parser.
+    pending: Vec<u8>,
+    taken: usize,
+}
 
 impl QuickAck {
+    fn new(tcp: TcpStream, max_stanza_depth: u32) -> Self {
+        QuickAck {
+            tcp,
+            guard: DepthGuard::new(max_stanza_depth),
+            pending: Vec::new(),
+            taken: 0,
+        }
+    }
+
     fn rearm(&self) {
         #[cfg(target_os = "linux")]
         {
-            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+            let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);
         }
     }
 }
 
 impl tokio::io::AsyncRead for QuickAck {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.rearm();
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if this.taken < this.pending.len() {
+                let n = buf.remaining().min(this.pending.len() - this.taken);
+                buf.put_slice(&this.pending[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.pending.len() {
+                    this.pending.clear();
+                    this.taken = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 4096];
+            let mut rb = tokio::io::ReadBuf::new(&mut raw);
+            match std::pin::Pin::new(&mut this.tcp).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    this.rearm();
+                    // May yield nothing (a cut subtree, a held-back `<`): then read on, since
+                    // an empty read would mean the end of the stream.
+                    this.guard.filter(rb.filled(), &mut this.pending);
+                }
+                other => return other,
+            }
         }
-        r
     }
 }
 
@@ -257,19 +296,19 @@ impl tokio::io::AsyncWrite for QuickAck {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 
@@ -324,7 +363,7 @@ impl Link {
             debug!(attempt, %addr, "connecting component link");
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = timeout(CONNECT_TIMEOUT, connect(&addr, &domain, &self.cfg.secret)) => {
+                r = timeout(CONNECT_TIMEOUT, connect(&addr, &domain, &self.cfg.secret, self.cfg.max_stanza_depth)) => {
                     r.unwrap_or(Err(LinkError::ConnectTimeout(CONNECT_TIMEOUT)))
                 }
             };
@@ -417,7 +456,21 @@ impl Link {
                             });
                         }
                         self.metrics.stanza_in(Kind::of(&el));
-                        self.router.handle(&el, &mut routed);
+                        if depth::was_cut(&el) {
+                            // Nested deeper than xmpp.max_stanza_depth: the guard cut it
+                            // before parsing; refuse it whole rather than act on a part.
+                            let n = self.metrics.stanzas_too_deep.fetch_add(1, Relaxed) + 1;
+                            if n.is_power_of_two() {
+                                warn!(from = ?el.attr("from"), refused = n, max = self.cfg.max_stanza_depth,
+                                      "stanza nested deeper than xmpp.max_stanza_depth refused (logged at 1, 2, 4, 8, … of them)");
+                            }
+                            if el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set")) {
+                                out.push(error_reply(&el, &StanzaError::new(ErrorType::Modify, "policy-violation")
+                                    .with_text(format!("elements nested more than {} deep", self.cfg.max_stanza_depth))));
+                            }
+                        } else {
+                            self.router.handle(&el, &mut routed);
+                        }
                         for event in routed.drain(..) {
                             match event {
                                 Routed::Reply(reply) => out.push(reply),
@@ -541,7 +594,12 @@ impl Link {
 }
 
 /// TCP connect, stream header, handshake (XEP-0114 §3).
-async fn connect(addr: &str, domain: &str, secret: &Secret) -> Result<Stream, LinkError> {
+async fn connect(
+    addr: &str,
+    domain: &str,
+    secret: &Secret,
+    max_stanza_depth: u32,
+) -> Result<Stream, LinkError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| LinkError::Connect {
@@ -549,7 +607,7 @@ async fn connect(addr: &str, domain: &str, secret: &Secret) -> Result<Stream, Li
             source,
         })?;
     tcp.set_nodelay(true)?;
-    let tcp = QuickAck(tcp);
+    let tcp = QuickAck::new(tcp, max_stanza_depth);
     tcp.rearm();
     let header = StreamHeader {
         from: None,
@@ -630,6 +688,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 1,
             queue_size: 2,
+            max_stanza_depth: 64,
         }
     }
 

@@ -3,6 +3,7 @@
 //! wire models (`jingle`, `disco`, `stanza`, `address`). It knows nothing of SIP or media: the
 //! call layer (`crate::call`) converts.
 pub mod address;
+pub mod depth;
 pub mod disco;
 pub mod jingle;
 pub mod link;
