@@ -139,8 +139,12 @@ pub fn frame_datagram(data: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::NoHeaderEnd);
     };
     match content_length(&data[..end])? {
-        Some(n) if end + n > data.len() => Err(FrameError::Truncated),
-        Some(n) => Ok(Frame::Message(data[..end + n].to_vec())),
+        // `n` comes from the sender: added with care (near usize::MAX it would wrap).
+        Some(n) => match end.checked_add(n) {
+            Some(total) if total <= data.len() => Ok(Frame::Message(data[..total].to_vec())),
+            _ if n > MAX_MESSAGE => Err(FrameError::TooLarge),
+            _ => Err(FrameError::Truncated),
+        },
         None => Ok(Frame::Message(data.to_vec())),
     }
 }
@@ -233,13 +237,17 @@ pub fn raw_error_response(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>
         return None;
     }
     let head_end = header_end(raw).unwrap_or(raw.len());
-    let text = String::from_utf8_lossy(&raw[..head_end]);
-    let mut copied: Vec<String> = Vec::new();
+    // Header values are copied as the bytes they are: decoding them (U+FFFD for each invalid
+    // byte, 3 bytes in UTF-8) would let a request of junk draw an answer three times its size.
+    let mut copied: Vec<(&str, &[u8])> = Vec::new();
     let mut has_via = false;
-    for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
+    for line in raw[..head_end].split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        let name = String::from_utf8_lossy(name);
         let canonical = match name.trim().to_ascii_lowercase().as_str() {
             "via" | "v" => {
                 has_via = true;
@@ -251,24 +259,25 @@ pub fn raw_error_response(raw: &[u8], code: u16, reason: &str) -> Option<Vec<u8>
             "cseq" => "CSeq",
             _ => continue,
         };
-        let mut value = value.trim().to_string();
-        if canonical == "To" && !value.to_ascii_lowercase().contains(";tag=") {
-            value.push_str(";tag=xsg400");
-        }
-        copied.push(format!("{canonical}: {value}"));
+        copied.push((canonical, value));
     }
     if !has_via {
         return None;
     }
     // The phrase must not contain CR/LF (it came from us, but keep the message well-formed).
     let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
-    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
-    for h in copied {
-        out.push_str(&h);
-        out.push_str("\r\n");
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
+    for (name, value) in copied {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        if name == "To" && !value.to_ascii_lowercase().windows(5).any(|w| w == b";tag=") {
+            out.extend_from_slice(b";tag=xsg400");
+        }
+        out.extend_from_slice(b"\r\n");
     }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    Some(out.into_bytes())
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some(out)
 }
 
 /// RFC 3261 §21 reason phrases, for what we send and for what we report of responses received:
@@ -390,6 +399,48 @@ pub fn response_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11 item 5: a Content-Length near 2^64 wrapped `end + n` (a panic in the debug
+    /// build, the UDP receive task gone; a misframed message in release).
+    #[test]
+    fn a_huge_content_length_is_too_large_not_a_wrap() {
+        for n in [usize::MAX, usize::MAX - 10, MAX_MESSAGE + 1] {
+            let dgram = format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: {n}\r\n\r\nbody"
+            );
+            assert_eq!(
+                frame_datagram(dgram.as_bytes()),
+                Err(FrameError::TooLarge),
+                "{n}"
+            );
+        }
+        let short = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nbody";
+        assert_eq!(frame_datagram(short.as_bytes()), Err(FrameError::Truncated));
+    }
+
+    /// Issue 11 item 4: the last-resort 400 copied headers through a lossy UTF-8 decoding, so a
+    /// 20 KB request of invalid bytes drew a 60 KB answer. The answer is now no larger than
+    /// the request (plus its status line and To tag) and carries the bytes as they came.
+    #[test]
+    fn the_last_resort_answer_does_not_amplify_invalid_bytes() {
+        let mut req = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 OPTIONS\r\nCall-ID: ".to_vec();
+        req.extend(std::iter::repeat_n(0xFF_u8, 20_000));
+        req.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        let answer = raw_error_response(&req, 400, "Bad Request").expect("an answer");
+        assert!(
+            answer.len() <= req.len() + 64,
+            "answer {} bytes for a request of {}",
+            answer.len(),
+            req.len()
+        );
+        assert!(
+            answer.windows(4).any(|w| w == [0xFF; 4]),
+            "the Call-ID as it came"
+        );
+        assert!(answer.starts_with(b"SIP/2.0 400 Bad Request\r\n"));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.contains("To: <sip:a@b>;tag=xsg400\r\n"), "{text:.200}");
+    }
 
     const OPTIONS: &str = "OPTIONS sip:gw@127.0.0.1:5070 SIP/2.0\r\n\
 Via: SIP/2.0/TCP 127.0.0.1:5071;branch=z9hG4bK-1;rport\r\n\
