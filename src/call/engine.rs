@@ -66,7 +66,7 @@ pub enum Action {
 }
 
 /// Where a session is indexed, to undo it when that changes.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 struct Index {
     jingle: Option<(String, String)>,
     sip: Option<RequestId>,
@@ -612,23 +612,20 @@ impl Engine {
             _ => None,
         };
         let key = self.new_key();
-        // The session draws its sid from `env.random`: the span needs it first.
-        let sid = format!("xsg{:016x}", env.random);
-        let span = call_span(key, Way::FromSip, &sid, Some(call_id));
-        let session = span.in_scope(|| {
-            Session::from_sip(
-                key,
-                id,
-                callee,
-                caller,
-                from_display,
-                sdp,
-                direct,
-                &self.cfg,
-                refuse,
-                env,
-            )
-        });
+        // Made before its span (it logs nothing while made; its outputs go out in the span).
+        let session = Session::from_sip(
+            key,
+            id,
+            callee,
+            caller,
+            from_display,
+            sdp,
+            direct,
+            &self.cfg,
+            refuse,
+            env,
+        );
+        let span = call_span(key, Way::FromSip, session.sid(), Some(call_id));
         self.admit(session, span, env);
     }
 

@@ -842,17 +842,12 @@ impl Session {
 
     /// Feeds one input; the effects are queued for [`Self::poll_output`].
     pub fn handle(&mut self, input: Input, cfg: &CallConfig, env: &Env) {
+        // The engine drops a session once it is over: nothing reaches it afterwards.
         if self.is_over() {
-            if let Input::Jingle { iq, .. } = input {
-                self.xmpp(jingle::jingle_error_reply(
-                    &iq,
-                    JingleErrorCondition::UnknownSession,
-                ));
-            }
             return;
         }
         match input {
-            Input::Jingle { iq, jingle } => self.on_jingle(iq, jingle, env),
+            Input::Jingle { iq, jingle } => self.on_jingle(iq, jingle),
             Input::Jmi { from, jmi } => self.on_jmi(&from, jmi),
             Input::IqError { from, id } => self.on_iq_error(&from, &id),
             Input::ProposeBounced {
@@ -871,7 +866,7 @@ impl Session {
             Input::Sip(ev) => self.on_sip(ev, cfg, env),
             Input::Media(ev) => self.on_media(ev, cfg, env),
             Input::Timer(Timer::Ring) => self.on_ring_timeout(),
-            Input::Timer(Timer::Resync) => self.sync_hold(env),
+            Input::Timer(Timer::Resync) => self.sync_hold(),
             Input::LinkLost => self.fail(
                 Some(
                     Reason::new(ReasonCondition::ConnectivityError)
@@ -896,7 +891,7 @@ impl Session {
 
     // ------------------------------------------------------------------ XMPP side
 
-    fn on_jingle(&mut self, iq: Element, j: Jingle, env: &Env) {
+    fn on_jingle(&mut self, iq: Element, j: Jingle) {
         match j.action {
             Action::SessionInitiate => self.xmpp(jingle::jingle_error_reply(
                 &iq,
@@ -943,7 +938,7 @@ impl Session {
                 }
                 Some(info @ (SessionInfo::Hold | SessionInfo::Unhold | SessionInfo::Active)) => {
                     self.xmpp(reply(&iq, "result"));
-                    self.set_hold(info == SessionInfo::Hold, env);
+                    self.set_hold(info == SessionInfo::Hold);
                 }
                 _ => self.xmpp(reply(&iq, "result")),
             },
@@ -952,7 +947,7 @@ impl Session {
                 self.xmpp(reply(&iq, "result"));
                 if let Some(c) = j.contents.first() {
                     let hold = c.senders != jingle::Senders::Both;
-                    self.set_hold(hold, env);
+                    self.set_hold(hold);
                 }
             }
             // Jitsi source-add/remove and the rest: accepted; they change nothing on the SIP
@@ -1457,7 +1452,7 @@ impl Session {
                     Ok(_) => {
                         self.sip_codecs = Some(codecs);
                         self.accept(env);
-                        self.sync_hold(env);
+                        self.sync_hold();
                     }
                     Err(e) => {
                         warn!("bridge refused the SIP answer: {e}");
@@ -1506,7 +1501,7 @@ impl Session {
                     setup_ms = setup.as_millis() as u64,
                     "call SIP → XMPP answered: 200 OK sent"
                 );
-                self.sync_hold(env);
+                self.sync_hold();
             }
             Step::Reoffer => {
                 let Some(p) = self.reoffer.take() else { return };
@@ -1703,16 +1698,16 @@ impl Session {
 
     /// The XMPP party put the call on hold (or resumed it): tell the SIP side with a
     /// re-INVITE (`sendonly` / `sendrecv`, RFC 3264 §8.4), one at a time.
-    fn set_hold(&mut self, hold: bool, env: &Env) {
+    fn set_hold(&mut self, hold: bool) {
         self.hold.wanted = if hold {
             OurHold::HeldByUs
         } else {
             OurHold::Talking
         };
-        self.sync_hold(env);
+        self.sync_hold();
     }
 
-    fn sync_hold(&mut self, _env: &Env) {
+    fn sync_hold(&mut self) {
         if !self.answered() || self.hold.reinvite.is_some() || self.hold.wanted == self.hold.agreed
         {
             return;
@@ -1793,7 +1788,7 @@ impl Session {
             Err(e) => warn!("unusable answer to our re-INVITE (media unchanged): {e}"),
         }
         self.sip_local = Some(offer);
-        self.sync_hold(env);
+        self.sync_hold();
     }
 
     /// A SIP re-INVITE (hold, new address): the bridge takes the new offer, then we answer in

@@ -32,37 +32,35 @@ fn stanza_ids_name_their_call() {
     assert_eq!(CallKey::of_stanza_id(CALL_ID_PREFIX), None);
 }
 
-#[test]
-fn randomness_comes_from_the_input() {
-    let s1 = Session::from_sip(
+/// Romeo's INVITE for juliet, `refuse`d by the engine or not, drawn with `random`.
+fn incoming(id: RequestId, refuse: Option<(u16, &str)>, random: u64) -> Session {
+    Session::from_sip(
         CallKey(1),
-        RequestId(1),
+        id,
         Some("juliet@example.com".into()),
         "romeo*sip.example.net@gw.example.com".into(),
         None,
         b"v=0\r\n",
         None,
         &cfg(),
-        None,
-        &env(0xabc),
-    );
+        refuse,
+        &env(random),
+    )
+}
+
+#[test]
+fn randomness_comes_from_the_input() {
+    let s1 = incoming(RequestId(1), None, 0xabc);
     assert_eq!(s1.sid(), "xsg0000000000000abc");
     assert_ne!(env(1).random2(), env(2).random2());
 }
 
 #[test]
 fn a_refused_incoming_call_is_over_at_once_and_asks_for_no_media() {
-    let mut s = Session::from_sip(
-        CallKey(1),
+    let mut s = incoming(
         RequestId(9),
-        Some("juliet@example.com".into()),
-        "romeo*sip.example.net@gw.example.com".into(),
-        None,
-        b"v=0\r\n",
-        None,
-        &cfg(),
         Some((503, "Service Unavailable (the gateway is shutting down)")),
-        &env(1),
+        1,
     );
     assert!(s.is_over());
     let outs: Vec<Output> = std::iter::from_fn(|| s.poll_output()).collect();

@@ -11,6 +11,9 @@
 //! declarations. Text needs no care: `<` in text is always markup. Pure, one byte at a time,
 //! no allocation beyond the output.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 /// The element put where a too-deep subtree was cut.
 pub const MARKER: &str = "depth-limit";
 /// Its namespace (ours).
@@ -41,25 +44,26 @@ pub struct DepthGuard {
     state: State,
     /// While cutting: the depth the cut subtree's parent is at.
     cutting: Option<u32>,
-    /// Subtrees cut so far.
-    cuts: u64,
+    /// Subtrees cut so far, shared with the link: only while it is ahead of the cut stanzas
+    /// already refused does a stanza need to be searched for the marker.
+    cuts: Arc<AtomicU64>,
 }
 
 impl DepthGuard {
     /// `max_stanza_depth`: elements a stanza may nest, the stanza itself being 1.
-    pub fn new(max_stanza_depth: u32) -> Self {
+    pub fn new(max_stanza_depth: u32, cuts: Arc<AtomicU64>) -> Self {
         DepthGuard {
             max_abs: max_stanza_depth.saturating_add(1),
             depth: 0,
             state: State::Text,
             cutting: None,
-            cuts: 0,
+            cuts,
         }
     }
 
     /// Subtrees cut so far.
     pub fn cuts(&self) -> u64 {
-        self.cuts
+        self.cuts.load(Relaxed)
     }
 
     /// A new stream (after a reconnect) starts from the top.
@@ -105,7 +109,7 @@ impl DepthGuard {
                 {
                     // This element would be too deep: cut it (and all it holds) out.
                     self.cutting = Some(self.depth);
-                    self.cuts += 1;
+                    self.cuts.fetch_add(1, Relaxed);
                     out.extend_from_slice(format!("<{MARKER} xmlns='{NS_LIMITS}'/>").as_bytes());
                 }
                 if self.cutting.is_none() {
@@ -178,7 +182,7 @@ mod tests {
     use super::*;
 
     fn run(limit: u32, chunks: &[&str]) -> (String, u64) {
-        let mut g = DepthGuard::new(limit);
+        let mut g = DepthGuard::new(limit, Arc::default());
         let mut out = Vec::new();
         for c in chunks {
             g.filter(c.as_bytes(), &mut out);
@@ -237,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_reset_starts_a_new_stream() {
-        let mut g = DepthGuard::new(2);
+        let mut g = DepthGuard::new(2, Arc::default());
         let mut out = Vec::new();
         g.filter(format!("{OPEN}<iq><a>").as_bytes(), &mut out);
         g.reset();

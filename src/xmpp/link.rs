@@ -217,6 +217,10 @@ pub struct Link {
     /// Where the router's events for the call layer go (everything but [`Routed::Reply`]).
     /// Without it, the router answers them as stanzas it does not serve ([`Router::unrouted`]).
     calls: Option<mpsc::Sender<Routed>>,
+    /// Subtrees the depth guard has cut, and how many cut stanzas were refused: a stanza is
+    /// searched for the guard's marker only while the first is ahead.
+    cuts: Arc<std::sync::atomic::AtomicU64>,
+    cuts_refused: u64,
 }
 
 type Stream = XmlStream<BufStream<QuickAck>, Element>;
@@ -238,10 +242,10 @@ struct QuickAck {
 }
 
 impl QuickAck {
-    fn new(tcp: TcpStream, max_stanza_depth: u32) -> Self {
+    fn new(tcp: TcpStream, max_stanza_depth: u32, cuts: Arc<std::sync::atomic::AtomicU64>) -> Self {
         QuickAck {
             tcp,
-            guard: DepthGuard::new(max_stanza_depth),
+            guard: DepthGuard::new(max_stanza_depth, cuts),
             pending: Vec::new(),
             taken: 0,
         }
@@ -345,6 +349,8 @@ impl Link {
                 metrics,
                 calls: None,
                 unsent: VecDeque::new(),
+                cuts: Arc::default(),
+                cuts_refused: 0,
             },
             handle,
             state_rx,
@@ -363,7 +369,7 @@ impl Link {
             debug!(attempt, %addr, "connecting component link");
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = timeout(CONNECT_TIMEOUT, connect(&addr, &domain, &self.cfg.secret, self.cfg.max_stanza_depth)) => {
+                r = timeout(CONNECT_TIMEOUT, connect(&addr, &domain, &self.cfg.secret, self.cfg.max_stanza_depth, self.cuts.clone())) => {
                     r.unwrap_or(Err(LinkError::ConnectTimeout(CONNECT_TIMEOUT)))
                 }
             };
@@ -437,6 +443,8 @@ impl Link {
                 return Ended::Lost(e);
             }
         }
+        // A new stream: cuts made on the last one belong to stanzas that never came.
+        self.cuts_refused = self.cuts.load(Relaxed);
         let mut routed = Vec::new();
         let mut out = Vec::new();
         let mut ping_seq: u64 = 0;
@@ -456,18 +464,16 @@ impl Link {
                             });
                         }
                         self.metrics.stanza_in(Kind::of(&el));
-                        if depth::was_cut(&el) {
+                        if self.cuts.load(Relaxed) > self.cuts_refused && depth::was_cut(&el) {
                             // Nested deeper than xmpp.max_stanza_depth: the guard cut it
-                            // before parsing; refuse it whole rather than act on a part.
+                            // before parsing; the router refuses it whole.
+                            self.cuts_refused += 1;
                             let n = self.metrics.stanzas_too_deep.fetch_add(1, Relaxed) + 1;
                             if n.is_power_of_two() {
                                 warn!(from = ?el.attr("from"), refused = n, max = self.cfg.max_stanza_depth,
                                       "stanza nested deeper than xmpp.max_stanza_depth refused (logged at 1, 2, 4, 8, … of them)");
                             }
-                            if el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set")) {
-                                out.push(error_reply(&el, &StanzaError::new(ErrorType::Modify, "policy-violation")
-                                    .with_text(format!("elements nested more than {} deep", self.cfg.max_stanza_depth))));
-                            }
+                            self.router.refuse_too_deep(&el, self.cfg.max_stanza_depth, &mut routed);
                         } else {
                             self.router.handle(&el, &mut routed);
                         }
@@ -599,6 +605,7 @@ async fn connect(
     domain: &str,
     secret: &Secret,
     max_stanza_depth: u32,
+    cuts: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Stream, LinkError> {
     let tcp = TcpStream::connect(addr)
         .await
@@ -607,7 +614,7 @@ async fn connect(
             source,
         })?;
     tcp.set_nodelay(true)?;
-    let tcp = QuickAck::new(tcp, max_stanza_depth);
+    let tcp = QuickAck::new(tcp, max_stanza_depth, cuts);
     tcp.rearm();
     let header = StreamHeader {
         from: None,

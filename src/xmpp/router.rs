@@ -145,6 +145,16 @@ impl Router {
         }
     }
 
+    /// A stanza the depth guard cut (nested deeper than `max` below itself): refused whole
+    /// rather than acted on in part — `policy-violation` to an IQ get/set, nothing otherwise.
+    pub fn refuse_too_deep(&self, stanza: &Element, max: u32, out: &mut Vec<Routed>) {
+        if stanza.name() == "iq" && matches!(stanza.attr("type"), Some("get" | "set")) {
+            let e = StanzaError::new(ErrorType::Modify, "policy-violation")
+                .with_text(format!("elements nested more than {max} deep"));
+            out.push(Routed::Reply(error_reply(stanza, &e)));
+        }
+    }
+
     /// Routes one inbound stanza: pushes onto `out` the router's answers ([`Routed::Reply`])
     /// and what goes to the call layer. Every stanza is either answered here, routed, both (a
     /// presence), or dropped (a reply nobody waits for, a stanza without `from`).

@@ -48,6 +48,16 @@ pub fn bridge_local() -> BridgeLocal {
 
 const FP: &str = "3D:C0:FB:B6:C7:69:D0:EF:4C:4B:03:D9:76:AB:BC:42:8D:AD:AC:4A:B7:30:60:9A:43:95:B9:12:90:E8:CC:B9";
 
+/// An ICE-UDP transport with a DTLS fingerprint and one host candidate on 127.0.0.1.
+fn transport(ufrag: &str, setup: &str) -> String {
+    format!(
+        "<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='{ufrag}' pwd='asd88fgpdd777uzjYhagZg'>\
+         <fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='{setup}'>{FP}</fingerprint>\
+         <candidate component='1' foundation='1' generation='0' id='c1' ip='127.0.0.1' network='0' \
+          port='50000' priority='2130706431' protocol='udp' type='host'/></transport>"
+    )
+}
+
 pub fn initiate() -> String {
     format!(
         "<iq xmlns='jabber:component:accept' from='juliet@example.com/phone' \
@@ -57,11 +67,8 @@ pub fn initiate() -> String {
          <content creator='initiator' name='audio' senders='both'>\
          <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>\
          <payload-type id='0' name='PCMU' clockrate='8000'/><rtcp-mux/></description>\
-         <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='8hhy' pwd='asd88fgpdd777uzjYhagZg'>\
-         <fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>{FP}</fingerprint>\
-         <candidate component='1' foundation='1' generation='0' id='c1' ip='127.0.0.1' network='0' \
-          port='50000' priority='2130706431' protocol='udp' type='host'/></transport>\
-         </content></jingle></iq>"
+         {}</content></jingle></iq>",
+        transport("8hhy", "actpass")
     )
 }
 
@@ -185,10 +192,7 @@ pub fn session_accept(sid: &str) -> String {
          <content creator='initiator' name='audio' senders='both'>\
          <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>\
          <payload-type id='0' name='PCMU' clockrate='8000'/><rtcp-mux/></description>\
-         <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='aB12' pwd='asd88fgpdd777uzjYhagZg'>\
-         <fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='active'>{FP}</fingerprint>\
-         <candidate component='1' foundation='1' generation='0' id='c1' ip='127.0.0.1' network='0' \
-          port='50000' priority='2130706431' protocol='udp' type='host'/></transport>\
-         </content></jingle></iq>"
+         {}</content></jingle></iq>",
+        transport("aB12", "active")
     )
 }
